@@ -1,0 +1,160 @@
+"""Data: MNIST as whole-split tensors, binarization, and input checks.
+
+Every model in the library trains on one tensor per split held on the
+training device and batched by permuted index (see :func:`pyro_lvm.train.fit`);
+there is no per-sample ``DataLoader`` in the hot loop.  The input checks live
+here too, so that every public function rejects bad data with the same words.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "DATA_ENV",
+    "MNIST_SHAPE",
+    "binarize",
+    "check_data",
+    "fixed_binarization",
+    "load_mnist",
+    "resolve_device",
+]
+
+#: Environment variable naming the folder that holds ``MNIST/raw/*-ubyte``.
+DATA_ENV = "PYRO_LVM_DATA"
+#: Height and width of one MNIST image; images are flattened to 784 pixels.
+MNIST_SHAPE = (28, 28)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` into CUDA when available, else CPU; pass others through.
+
+    :raises ValueError: ``"cuda"`` asked for on a machine without CUDA.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False")
+    return device
+
+
+def _candidate_roots(root) -> list[Path]:
+    if root is not None:
+        return [Path(root)]
+    roots = []
+    if os.environ.get(DATA_ENV):
+        roots.append(Path(os.environ[DATA_ENV]))
+    roots.append(Path("data"))
+    return roots
+
+
+def load_mnist(root=None, train: bool = True, device="cpu", download: bool = False):
+    """Load one MNIST split as flat tensors, read with ``torchvision.datasets.MNIST``.
+
+    The folder is ``root`` if given, else ``$PYRO_LVM_DATA``, else ``./data``;
+    each must hold the torchvision layout ``MNIST/raw/*-ubyte``.
+
+    :param root: folder holding ``MNIST/raw``, or None for the defaults above.
+    :param bool train: the 60,000-image training split, else the 10,000 test images.
+    :param device: where the tensors are put (``"cpu"``, ``"cuda"``, ``"auto"``).
+    :param bool download: let torchvision download into the first folder when
+        the files are absent (needs a network; off by default so that nothing
+        downloads at test time).
+    :returns: ``(images, labels)``: float32 ``(N, 784)`` grey levels in [0, 1]
+        and int64 ``(N,)`` digit labels.
+    :raises FileNotFoundError: the files are in none of the folders; the message
+        names every path looked at and how to get the files.
+    """
+    from torchvision.datasets import MNIST
+
+    device = resolve_device(device)
+    looked, errors = [], []
+    for path in _candidate_roots(root):
+        looked.append(str((path / "MNIST" / "raw").resolve()))
+        try:
+            dataset = MNIST(str(path), train=train, download=download)
+        except RuntimeError as err:  # torchvision: "Dataset not found" / download failed
+            errors.append(f"{path}: {err}")
+            continue
+        except OSError as err:  # a download that could not reach the network
+            errors.append(f"{path}: {err}")
+            continue
+        images = dataset.data.reshape(len(dataset.data), -1).to(torch.float32) / 255.0
+        return images.to(device), dataset.targets.to(torch.int64).to(device)
+    split = "train-*-idx?-ubyte" if train else "t10k-*-idx?-ubyte"
+    raise FileNotFoundError(
+        f"MNIST files ({split}) not found. Looked in: {', '.join(looked)}. "
+        f"Put the four *-ubyte files under <folder>/MNIST/raw and pass root=<folder> "
+        f"or set {DATA_ENV}=<folder> (here: {DATA_ENV}=../shared/data); on a machine "
+        f"with internet, load_mnist(download=True) fetches them with torchvision."
+        + (f" Details: {'; '.join(errors)}" if errors else "")
+    )
+
+
+def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Dynamic binarization: one Bernoulli draw per pixel with p = the grey level.
+
+    Called on each batch as it is drawn, so every epoch sees a fresh binary
+    image (Salakhutdinov & Murray 2008, the convention of Burda et al. 2016).
+
+    :param images: ``(..., D)`` grey levels in [0, 1] (torch itself rejects others).
+    :param generator: a ``torch.Generator`` on ``images.device``; None uses the
+        global RNG seeded by ``pyro.set_rng_seed``.
+    :returns: a float tensor of zeros and ones, same shape, dtype and device.
+    """
+    return torch.bernoulli(images, generator=generator)
+
+
+def fixed_binarization(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """One fixed-seed binarization, drawn on the CPU so that it is the same on every
+    device and every run; used for the evaluation split so numbers compare."""
+    generator = torch.Generator().manual_seed(seed)
+    return binarize(images.detach().cpu(), generator).to(images.device)
+
+
+def check_data(
+    x: torch.Tensor,
+    name: str = "x",
+    *,
+    ndim: int | None = 2,
+    size: int | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    min_rows: int = 1,
+) -> torch.Tensor:
+    """Reject data a model cannot take, with a message saying what was expected.
+
+    :param x: a tensor, usually ``(N, D)``.
+    :param name: how the message names it.
+    :param ndim: required number of dimensions, or None for any.
+    :param size: required size of the last dimension, or None for any.
+    :param low, high: allowed closed range of the values, or None.
+    :param min_rows: least number of rows (data points).
+    :returns: ``x`` unchanged.
+    :raises ValueError: not a floating tensor, wrong rank or size, too few
+        rows, NaN/inf, or values out of range.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    if ndim is not None and x.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if size is not None and x.shape[-1] != size:
+        raise ValueError(
+            f"{name} must have {size} columns (last dimension), got shape {tuple(x.shape)}"
+        )
+    if x.dim() >= 1 and x.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} rows, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+    if low is not None and bool((x < low).any()) or high is not None and bool((x > high).any()):
+        raise ValueError(
+            f"{name} must lie in [{low}, {high}], got values in "
+            f"[{x.min().item():.4g}, {x.max().item():.4g}]"
+        )
+    return x

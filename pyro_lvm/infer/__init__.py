@@ -1,0 +1,71 @@
+"""Losses for SVI, by name: ``make_loss(name, num_particles=1, **options)``.
+
+=============  ===========================================  =====================  ==============
+name           estimator                                    value                  guide needs
+=============  ===========================================  =====================  ==============
+``elbo``       Pyro ``Trace_ELBO``: reparameterised, score  ELBO (bound)           any
+               function for discrete sites
+``meanfield``  Pyro ``TraceMeanField_ELBO``: analytic KL    ELBO (bound)           same plates as
+               where known                                                         the model
+``tracegraph`` Pyro ``TraceGraph_ELBO``: score function     ELBO (bound)           any
+               with baselines (:class:`TraceGraph`)
+``enum``       Pyro ``TraceEnum_ELBO``: discrete sites      exact marginal of      enumerable
+               marked for enumeration summed out exactly    enumerated sites       discrete sites
+``iwae``       :class:`IWAE` (Burda et al. 2016)            IWAE_K (bound)         any
+``dreg``       :class:`DReG` (Tucker et al. 2019)           IWAE_K (bound)         reparameterisable
+``vimco``      :class:`VIMCO` (Mnih & Rezende 2016)         IWAE_K (bound)         any; K >= 2
+=============  ===========================================  =====================  ==============
+
+Every returned object has Pyro's ELBO interface (``loss``, ``loss_and_grads``,
+``differentiable_loss``) and can be given to ``pyro.infer.SVI`` or
+:func:`pyro_lvm.train.fit`.  Values are negative bounds in nats for the whole
+data set (the data plate's subsample scale applied).
+"""
+
+from __future__ import annotations
+
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+
+from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
+from .losses import DReG, IWAE, TraceGraph, VIMCO
+
+__all__ = ["LOSSES", "make_loss", "IWAE", "DReG", "VIMCO", "TraceGraph",
+           "ImportanceWeightedLoss", "LogWeights", "log_mean_exp"]
+
+
+def _vectorized(cls):
+    def build(num_particles=1, **options):
+        return cls(num_particles=num_particles, vectorize_particles=num_particles > 1, **options)
+    return build
+
+
+def _enum(num_particles=1, max_plate_nesting=1, **options):
+    return TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                          **options)
+
+
+LOSSES = {
+    "elbo": _vectorized(Trace_ELBO),
+    "meanfield": _vectorized(TraceMeanField_ELBO),
+    "tracegraph": TraceGraph,
+    "enum": _enum,
+    "iwae": IWAE,
+    "dreg": DReG,
+    "vimco": VIMCO,
+}
+
+
+def make_loss(name: str, num_particles: int = 1, **options):
+    """Build the loss called ``name`` with ``num_particles`` samples per data point.
+
+    :param str name: one of :data:`LOSSES` (table above).
+    :param int num_particles: K; the K-particle losses draw them in one vectorised pass.
+    :param options: passed to the loss class (e.g. ``baseline="none"`` for
+        ``tracegraph``, ``max_plate_nesting`` for ``enum``).
+    :raises ValueError: an unknown name or ``num_particles`` < 1.
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+    if int(num_particles) < 1:
+        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    return LOSSES[name](num_particles=int(num_particles), **options)

@@ -1,0 +1,42 @@
+"""Pieces every model/guide pair shares: the data plate and the MLP."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import pyro
+
+#: Name of the plate over data points; importance weights are computed per
+#: element of this plate (:mod:`pyro_lvm.infer.importance`).
+DATA_PLATE = "data"
+
+
+def data_plate(x: torch.Tensor, num_data: int | None = None) -> pyro.plate:
+    """The plate over the rows of ``x`` (``(B, ...)``), at ``dim=-1``.
+
+    ``num_data`` is the size of the whole data set when ``x`` is a minibatch:
+    the plate then scales every log-density inside it by ``num_data / B``, so
+    the loss is an unbiased estimate of the full-data objective.
+
+    :raises ValueError: ``num_data`` smaller than the batch.
+    """
+    batch = x.shape[0]
+    if num_data is None:
+        num_data = batch
+    if num_data < batch:
+        raise ValueError(f"num_data ({num_data}) must be at least the batch size ({batch})")
+    # The rows are the subsample already (fit draws them); naming them keeps
+    # the plate from drawing indices of its own.
+    subsample = torch.arange(batch, device=x.device) if num_data > batch else None
+    return pyro.plate(DATA_PLATE, size=num_data, subsample=subsample, dim=-1)
+
+
+def mlp(sizes, activation=nn.Softplus) -> nn.Sequential:
+    """``Linear -> activation -> ... -> Linear`` through the given layer sizes."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)

@@ -1,0 +1,311 @@
+"""Gaussian mixture model: closed-form EM, exact posterior, and Pyro model/guide pairs.
+
+Generative model (Bishop 2006, sec. 9.2)::
+
+    z_n ~ Categorical(pi),        x_n | z_n = k ~ N(mu_k, Sigma_k)      (full covariances)
+
+Everything is exact here: ``log p(x_n) = logsumexp_k [log pi_k + log N(x_n | mu_k, Sigma_k)]``
+and ``p(z_n = k | x_n)`` is Bayes' rule (the responsibilities), so every
+approximate method of the library can be checked against it.
+
+Pyro pairs (all sites in the data plate; see :class:`GMM`):
+
+* exact marginalisation: ``GMM.enumerated_model`` with :func:`empty_guide` and
+  ``TraceEnum_ELBO`` (``make_loss("enum")``); the loss is exactly ``-log p(x)``;
+* :class:`MeanFieldGuide`: ``q(z_n) = Categorical(r_n)`` with local per-point
+  responsibilities, trained by score-function losses (``tracegraph``, ``vimco``);
+* :class:`AmortisedGuide`: ``r_n = softmax(g(x_n))`` from an MLP.
+
+EM is split into named steps after scikit-learn's ``GaussianMixture``
+(:func:`_e_step`, :func:`_m_step`) and follows its conventions (``reg_covar``
+added to every covariance's diagonal; stop when the mean log-likelihood changes
+by less than ``tol``), so the two agree when started from the same parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.distributions import MultivariateNormal, constraints, transform_to
+
+import pyro
+import pyro.distributions as dist
+from pyro.infer import config_enumerate
+
+from ..data import check_data
+from .common import data_plate, mlp
+
+__all__ = [
+    "GMM", "GMMFit", "MeanFieldGuide", "AmortisedGuide", "empty_guide",
+    "fit_em", "initial_params", "log_likelihood", "responsibilities", "sample",
+]
+
+
+def _check_params(weights, means, covariances):
+    if means.dim() != 2:
+        raise ValueError(f"means must be (K, D), got {tuple(means.shape)}")
+    k, d = means.shape
+    if weights.shape != (k,) or covariances.shape != (k, d, d):
+        raise ValueError(f"expected weights ({k},) and covariances ({k}, {d}, {d}), got "
+                         f"{tuple(weights.shape)} and {tuple(covariances.shape)}")
+    if not bool(torch.isfinite(weights).all() & (weights >= 0).all()):
+        raise ValueError("weights must be finite and non-negative")
+
+
+def _cholesky(covariances: torch.Tensor) -> torch.Tensor:
+    chol, info = torch.linalg.cholesky_ex(covariances)
+    if bool((info > 0).any()):
+        bad = torch.nonzero(info > 0).flatten().tolist()
+        raise ValueError(f"covariance of component(s) {bad} is not positive definite "
+                         "(singular); increase reg_covar")
+    return chol
+
+
+def _estimate_weighted_log_prob(x, weights, means, covariances) -> torch.Tensor:
+    """``log pi_k + log N(x_n | mu_k, Sigma_k)``, ``(N, K)``, nats."""
+    components = MultivariateNormal(means, scale_tril=_cholesky(covariances))
+    return components.log_prob(x.unsqueeze(-2)) + weights.log()
+
+
+def log_likelihood(x, weights, means, covariances) -> torch.Tensor:
+    """Exact ``log p(x_n)`` under the mixture, nats per point, ``(N,)``.
+
+    :param x: ``(N, D)``; ``weights (K,)``, ``means (K, D)``, ``covariances (K, D, D)``.
+    :raises ValueError: bad shapes, NaN/inf, or a singular covariance.
+    """
+    check_data(x, "x", size=means.shape[-1])
+    _check_params(weights, means, covariances)
+    return torch.logsumexp(_estimate_weighted_log_prob(x, weights, means, covariances), -1)
+
+
+def responsibilities(x, weights, means, covariances) -> torch.Tensor:
+    """The exact posterior ``p(z_n = k | x_n)`` by Bayes' rule, ``(N, K)``, rows sum to 1."""
+    check_data(x, "x", size=means.shape[-1])
+    _check_params(weights, means, covariances)
+    return torch.softmax(_estimate_weighted_log_prob(x, weights, means, covariances), -1)
+
+
+def sample(weights, means, covariances, n: int, generator=None):
+    """Draw ``n`` points: returns ``(x (n, D), z (n,))``."""
+    _check_params(weights, means, covariances)
+    z = torch.multinomial(weights / weights.sum(), n, replacement=True, generator=generator)
+    chol = _cholesky(covariances)
+    eps = torch.randn(n, means.shape[1], 1, dtype=means.dtype, device=means.device,
+                      generator=generator)
+    return means[z] + (chol[z] @ eps).squeeze(-1), z
+
+
+@dataclass
+class GMMFit:
+    """Result of :func:`fit_em`.
+
+    :ivar weights: ``(K,)`` mixing proportions.
+    :ivar means: ``(K, D)``.
+    :ivar covariances: ``(K, D, D)``.
+    :ivar log_likelihood: mean ``log p(x_n)`` at the final parameters, nats per point.
+    :ivar history: mean log-likelihood before each M-step and at the end (never decreases).
+    :ivar converged: whether the change fell below ``tol`` before ``max_iter``.
+    :ivar n_iter: EM iterations of the best initialisation.
+    """
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    covariances: torch.Tensor
+    log_likelihood: float
+    history: list = field(default_factory=list)
+    converged: bool = False
+    n_iter: int = 0
+
+    def params(self) -> dict:
+        return {"weights": self.weights, "means": self.means, "covariances": self.covariances}
+
+
+def _e_step(x, params):
+    """E-step: ``(mean log p(x_n), log responsibilities (N, K))`` by Bayes' rule."""
+    weighted = _estimate_weighted_log_prob(x, **params)
+    log_norm = torch.logsumexp(weighted, -1, keepdim=True)
+    return log_norm.mean().item(), weighted - log_norm
+
+
+def _m_step(x, log_resp, reg_covar):
+    """M-step: weights, means and covariances maximising the expected complete-data
+    log-likelihood under the responsibilities (Bishop 2006, eqs. 9.24-9.26)."""
+    resp = log_resp.exp()
+    nk = resp.sum(0) + 10 * torch.finfo(x.dtype).eps  # keeps empty components finite (as sklearn)
+    means = resp.T @ x / nk[:, None]
+    diff = x.unsqueeze(0) - means.unsqueeze(1)  # (K, N, D)
+    covariances = torch.einsum("kn,knd,kne->kde", resp.T, diff, diff) / nk[:, None, None]
+    covariances = covariances + reg_covar * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    return {"weights": nk / x.shape[0], "means": means, "covariances": covariances}
+
+
+def _initialize(x, num_components, reg_covar, generator):
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) and 10 Lloyd steps give hard
+    responsibilities; one M-step turns them into parameters."""
+    n = x.shape[0]
+    centers = x[torch.randint(n, (1,), generator=generator, device="cpu").to(x.device)]
+    for _ in range(1, num_components):
+        d2 = torch.cdist(x, centers).min(1).values.pow(2)
+        probs = (d2 / d2.sum()).cpu() if d2.sum() > 0 else torch.full((n,), 1.0 / n)
+        centers = torch.cat([centers, x[torch.multinomial(probs, 1, generator=generator).to(x.device)]])
+    for _ in range(10):
+        labels = torch.cdist(x, centers).argmin(1)
+        onehot = nn.functional.one_hot(labels, num_components).to(x.dtype)
+        centers = torch.where(onehot.sum(0)[:, None] > 0,
+                              onehot.T @ x / onehot.sum(0).clamp(min=1)[:, None], centers)
+    log_resp = torch.log(onehot.clamp(min=1e-12))
+    return _m_step(x, log_resp, reg_covar)
+
+
+def fit_em(x, num_components: int, max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
+           reg_covar: float = 1e-6, seed: int = 0, init: dict | None = None) -> GMMFit:
+    """Maximum-likelihood GMM by expectation-maximisation (Dempster, Laird & Rubin 1977).
+
+    :param x: ``(N, D)`` data; the result keeps its dtype and device.
+    :param int num_components: K, between 1 and N.
+    :param int max_iter: EM iterations at most, per initialisation.
+    :param float tol: stop when the mean log-likelihood changes by less (nats per point).
+    :param int n_init: initialisations tried; the best final log-likelihood is kept.
+    :param float reg_covar: added to every covariance's diagonal.
+    :param int seed: seeds the k-means++ initialisation (a CPU generator).
+    :param init: ``dict(weights=, means=, covariances=)`` to start from instead.
+    :returns: a :class:`GMMFit`.
+    :raises ValueError: bad data, K < 1 or K > N, bad ``init``, or a singular
+        covariance that ``reg_covar`` cannot fix.
+    """
+    check_data(x, "x")
+    n = x.shape[0]
+    if not 1 <= num_components <= n:
+        raise ValueError(f"num_components must be between 1 and N={n}, got {num_components}")
+    if max_iter < 1 or n_init < 1 or reg_covar < 0:
+        raise ValueError("max_iter and n_init must be >= 1 and reg_covar >= 0")
+    generator = torch.Generator().manual_seed(seed)
+    best = None
+    for _ in range(1 if init is not None else n_init):
+        if init is not None:
+            params = {k: torch.as_tensor(init[k], dtype=x.dtype, device=x.device)
+                      for k in ("weights", "means", "covariances")}
+            _check_params(**params)
+            if params["means"].shape != (num_components, x.shape[1]):
+                raise ValueError(f"init means must be ({num_components}, {x.shape[1]})")
+        else:
+            params = _initialize(x, num_components, reg_covar, generator)
+        history, converged, n_iter = [], False, 0
+        for n_iter in range(1, max_iter + 1):
+            mean_ll, log_resp = _e_step(x, params)
+            history.append(mean_ll)
+            params = _m_step(x, log_resp, reg_covar)
+            if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
+                converged = True
+                break
+        final = _e_step(x, params)[0]
+        history.append(final)
+        if best is None or final > best.log_likelihood:
+            best = GMMFit(log_likelihood=final, history=history, converged=converged,
+                          n_iter=n_iter, **params)
+    return best
+
+
+class GMM(nn.Module):
+    """The mixture as a Pyro model with parameters in a module.
+
+    ``model(x, num_data=None)``: ``z ~ Categorical(pi)``, ``x ~ N(mu_z, L_z L_z^T)``
+    inside the data plate, with ``L_k`` a Cholesky factor (unconstrained
+    parameters mapped by ``transform_to(constraints.lower_cholesky)``).
+
+    :param weights, means, covariances: initial parameters ``(K,)``, ``(K, D)``,
+        ``(K, D, D)`` (e.g. from :func:`fit_em` or :func:`initial_params`).
+    """
+
+    def __init__(self, weights, means, covariances, name: str = "gmm"):
+        super().__init__()
+        _check_params(weights, means, covariances)
+        self.name = name
+        self.num_components, self.dim = means.shape
+        self.logits = nn.Parameter(weights.log().clone())
+        self.means = nn.Parameter(means.clone())
+        chol = _cholesky(covariances)
+        self.raw_scale_tril = nn.Parameter(transform_to(constraints.lower_cholesky).inv(chol))
+        self.enumerated_model = config_enumerate(self.model)
+
+    def params(self) -> dict:
+        """Current ``weights (K,)``, ``means (K, D)``, ``covariances (K, D, D)``, detached."""
+        with torch.no_grad():
+            tril = transform_to(constraints.lower_cholesky)(self.raw_scale_tril)
+            return {"weights": torch.softmax(self.logits, 0), "means": self.means.clone(),
+                    "covariances": tril @ tril.transpose(-1, -2)}
+
+    def model(self, x, num_data=None):
+        if x.dim() != 2 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        pyro.module(self.name, self, update_module_params=True)
+        scale_tril = transform_to(constraints.lower_cholesky)(self.raw_scale_tril)
+        with data_plate(x, num_data):
+            z = pyro.sample("z", dist.Categorical(logits=self.logits))
+            pyro.sample("x", dist.MultivariateNormal(self.means[z], scale_tril=scale_tril[z]),
+                        obs=x)
+
+
+def empty_guide(x, num_data=None):
+    """The guide for ``GMM.enumerated_model``: z is summed out, nothing is sampled."""
+
+
+class MeanFieldGuide(nn.Module):
+    """``q(z_n) = Categorical(r_n)``, one free probability vector per data point.
+
+    Local parameters: the guide must see the full data set at every step
+    (``batch_size >= N`` in :func:`~pyro_lvm.train.fit`).
+
+    :param int num_data: N.  :param int num_components: K.
+    :param init: optional ``(N, K)`` initial responsibilities (default uniform).
+    """
+
+    def __init__(self, num_data: int, num_components: int, init=None, name="gmm_meanfield"):
+        super().__init__()
+        logits = torch.zeros(num_data, num_components) if init is None else init.clamp(min=1e-6).log()
+        self.logits = nn.Parameter(logits)
+        self.name = name
+
+    @property
+    def responsibilities(self) -> torch.Tensor:
+        """``r_n``, ``(N, K)``."""
+        return torch.softmax(self.logits.detach(), -1)
+
+    def guide(self, x, num_data=None):
+        if x.shape[0] != self.logits.shape[0]:
+            raise ValueError(f"the mean-field guide holds {self.logits.shape[0]} local "
+                             f"parameters but got a batch of {x.shape[0]}; train on the full data")
+        pyro.module(self.name, self, update_module_params=True)
+        with data_plate(x, num_data):
+            pyro.sample("z", dist.Categorical(logits=self.logits))
+
+
+class AmortisedGuide(nn.Module):
+    """``q(z_n | x_n) = Categorical(softmax(g(x_n)))`` with ``g`` an MLP.
+
+    :param int dim: D.  :param int num_components: K.  :param hidden_dims: MLP widths.
+    """
+
+    def __init__(self, dim: int, num_components: int, hidden_dims=(64,), name="gmm_amortised"):
+        super().__init__()
+        self.net = mlp((dim, *hidden_dims, num_components), nn.ReLU)
+        self.name = name
+
+    def responsibilities(self, x) -> torch.Tensor:
+        return torch.softmax(self.net(x), -1)
+
+    def guide(self, x, num_data=None):
+        pyro.module(self.name, self, update_module_params=True)
+        with data_plate(x, num_data):
+            pyro.sample("z", dist.Categorical(logits=self.net(x)))
+
+
+def initial_params(x, num_components: int, reg_covar: float = 1e-6, seed: int = 0) -> dict:
+    """The k-means++ starting parameters :func:`fit_em` uses, for starting SVI alike."""
+    check_data(x, "x")
+    if not 1 <= num_components <= x.shape[0]:
+        raise ValueError(f"num_components must be between 1 and N={x.shape[0]}")
+    return _initialize(x, num_components, reg_covar, torch.Generator().manual_seed(seed))
+

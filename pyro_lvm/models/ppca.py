@@ -1,0 +1,277 @@
+"""Probabilistic PCA: exact marginal likelihood, closed-form ML, exact posterior, Pyro pairs.
+
+Generative model (Tipping & Bishop 1999, eqs. 2-6)::
+
+    z_n ~ N(0, nu^2 I_q),        x_n | z_n ~ N(W z_n + mu, sigma^2 I_D)
+
+so ``x_n ~ N(mu, nu^2 W W^T + sigma^2 I)`` and ``p(z_n | x_n)`` is Gaussian with
+covariance ``(I / nu^2 + W^T W / sigma^2)^{-1}`` shared by all points.  The model
+is linear-Gaussian, so log-likelihoods, posteriors and the ELBO gap
+``log p(x) - ELBO = KL(q || p(z | x))`` are all known in closed form.
+
+Guides (all sites in the data plate):
+
+* :class:`AmortisedLinearGuide` ``q(z | x) = N(A x + b, Sigma_q)``, full or
+  diagonal ``Sigma_q``; with a full covariance the family holds the exact
+  posterior, and :func:`exact_posterior_guide` sets it there;
+* :class:`MeanFieldGuide`: per-point ``N(m_n, diag s_n^2)`` (local parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import LowRankMultivariateNormal, MultivariateNormal, kl_divergence
+from torch.distributions import constraints, transform_to
+
+import pyro
+import pyro.distributions as dist
+
+from ..data import check_data
+from .common import data_plate
+
+__all__ = [
+    "PPCA", "PPCAFit", "AmortisedLinearGuide", "MeanFieldGuide", "exact_posterior_guide",
+    "fit_closed_form", "fit_gradient", "kl_to_posterior", "marginal_log_likelihood", "posterior",
+]
+
+
+def _check_latent_dim(x, latent_dim):
+    check_data(x, "x", min_rows=2)
+    if not 1 <= latent_dim < x.shape[1]:
+        raise ValueError(f"latent_dim must be between 1 and D-1={x.shape[1] - 1}, got {latent_dim}")
+
+
+def _as_tensor(value, like):
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def marginal_log_likelihood(x, W, mean, noise_scale, latent_scale=1.0) -> torch.Tensor:
+    """Exact ``log N(x_n | mu, nu^2 W W^T + sigma^2 I)``, nats per point, ``(N,)``.
+
+    O(N D q) through ``torch.distributions.LowRankMultivariateNormal`` (Woodbury
+    identity and matrix determinant lemma), never a dense D x D inverse.
+
+    :param x: ``(N, D)``.  :param W: ``(D, q)``.  :param mean: ``(D,)``.
+    :param noise_scale: sigma > 0.  :param latent_scale: nu > 0.
+    :raises ValueError: bad shapes, NaN/inf, or non-positive scales.
+    """
+    check_data(x, "x")
+    if W.dim() != 2 or W.shape[0] != x.shape[1] or mean.shape != (x.shape[1],):
+        raise ValueError(f"W must be ({x.shape[1]}, q) and mean ({x.shape[1]},), got "
+                         f"{tuple(W.shape)} and {tuple(mean.shape)}")
+    sigma, nu = _as_tensor(noise_scale, x), _as_tensor(latent_scale, x)
+    if not bool((sigma > 0) & (nu > 0)):
+        raise ValueError(f"noise_scale and latent_scale must be positive, got {sigma}, {nu}")
+    cov_diag = (sigma**2).expand(x.shape[1])
+    return LowRankMultivariateNormal(mean, nu * W, cov_diag).log_prob(x)
+
+
+def posterior(x, W, mean, noise_scale, latent_scale=1.0):
+    """The exact ``p(z_n | x_n)`` (Tipping & Bishop 1999, eq. 7 with prior scale nu).
+
+    :returns: ``(loc (N, q), cov (q, q))``: ``cov = (I/nu^2 + W^T W/sigma^2)^{-1}``,
+        ``loc_n = cov W^T (x_n - mu) / sigma^2``.
+    """
+    check_data(x, "x", size=W.shape[0])
+    sigma2, nu2 = _as_tensor(noise_scale, x) ** 2, _as_tensor(latent_scale, x) ** 2
+    q = W.shape[1]
+    precision = torch.eye(q, dtype=x.dtype, device=x.device) / nu2 + W.T @ W / sigma2
+    cov = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+    return (x - mean) @ W @ cov / sigma2, cov
+
+
+@dataclass
+class PPCAFit:
+    """Maximum-likelihood PPCA parameters.
+
+    :ivar W: ``(D, q)``.  :ivar mean: ``(D,)``.  :ivar noise_scale: sigma (0-dim tensor).
+    :ivar log_likelihood: mean exact ``log p(x_n)`` at these parameters, nats per point.
+    """
+
+    W: torch.Tensor
+    mean: torch.Tensor
+    noise_scale: torch.Tensor
+    log_likelihood: float
+
+
+def fit_closed_form(x, latent_dim: int) -> PPCAFit:
+    """The maximum-likelihood solution (Tipping & Bishop 1999, eqs. 7-8), nu = 1.
+
+    With the sample covariance ``S`` (divisor N) having eigenvalues
+    ``l_1 >= ... >= l_D`` and eigenvectors ``U``: ``mu`` = the sample mean,
+    ``sigma^2 = mean(l_{q+1..D})`` and ``W = U_q (L_q - sigma^2 I)^{1/2}`` (R = I).
+
+    :param x: ``(N, D)``; the result keeps its dtype and device.
+    :param int latent_dim: q, between 1 and D - 1.
+    :raises ValueError: bad data, q out of range, or data of rank <= q (sigma^2 = 0).
+    """
+    _check_latent_dim(x, latent_dim)
+    mean = x.mean(0)
+    centred = x - mean
+    eigvals, eigvecs = torch.linalg.eigh(centred.T @ centred / x.shape[0])
+    eigvals, eigvecs = eigvals.flip(0).clamp(min=0), eigvecs.flip(1)
+    sigma2 = eigvals[latent_dim:].mean()
+    if not sigma2 > 0:
+        raise ValueError(f"the data have rank <= latent_dim={latent_dim}: sigma^2 would be 0")
+    W = eigvecs[:, :latent_dim] * (eigvals[:latent_dim] - sigma2).clamp(min=0).sqrt()
+    sigma = sigma2.sqrt()
+    return PPCAFit(W, mean, sigma, marginal_log_likelihood(x, W, mean, sigma).mean().item())
+
+
+def fit_gradient(x, latent_dim: int, max_iter: int = 200, seed: int = 0) -> PPCAFit:
+    """Maximum likelihood by gradient-based optimisation of the exact marginal likelihood.
+
+    Minimises ``-mean_n log N(x_n | mu, W W^T + sigma^2 I)`` over ``W``, ``mu`` and
+    ``log sigma`` from a random start with L-BFGS (strong-Wolfe line search), the
+    quasi-Newton form of gradient descent; the closed form is not used.
+
+    :param int max_iter: L-BFGS iterations.  :param int seed: seeds the random start.
+    :raises ValueError: as :func:`fit_closed_form`.
+    """
+    _check_latent_dim(x, latent_dim)
+    generator = torch.Generator().manual_seed(seed)
+    scale = x.std()
+    W = (torch.randn(x.shape[1], latent_dim, generator=generator, dtype=x.dtype) * scale * 0.1)
+    W = W.to(x.device).requires_grad_()
+    mean = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device, requires_grad=True)
+    log_sigma = torch.log(scale).detach().clone().requires_grad_()
+    optim = torch.optim.LBFGS([W, mean, log_sigma], max_iter=max_iter, line_search_fn="strong_wolfe",
+                              tolerance_grad=1e-10, tolerance_change=1e-14, history_size=20)
+
+    def closure():
+        optim.zero_grad()
+        loss = -marginal_log_likelihood(x, W, mean, log_sigma.exp()).mean()
+        loss.backward()
+        return loss
+
+    optim.step(closure)
+    W, mean, sigma = W.detach(), mean.detach(), log_sigma.detach().exp()
+    return PPCAFit(W, mean, sigma, marginal_log_likelihood(x, W, mean, sigma).mean().item())
+
+
+class PPCA(nn.Module):
+    """PPCA as a Pyro model with ``W``, ``mu`` and ``log sigma`` as module parameters.
+
+    :param int x_dim: D.  :param int latent_dim: q.  :param float latent_scale: nu (fixed).
+    :param W, mean, noise_scale: initial values (default: small random ``W``,
+        zero mean, sigma = 1).
+    """
+
+    def __init__(self, x_dim: int, latent_dim: int, latent_scale: float = 1.0, W=None, mean=None,
+                 noise_scale=1.0, name: str = "ppca"):
+        super().__init__()
+        if not 1 <= latent_dim < x_dim:
+            raise ValueError(f"latent_dim must be between 1 and x_dim-1, got {latent_dim}")
+        self.x_dim, self.latent_dim, self.latent_scale, self.name = x_dim, latent_dim, latent_scale, name
+        self.W = nn.Parameter(torch.randn(x_dim, latent_dim) * 0.1 if W is None else W.clone())
+        self.mean = nn.Parameter(torch.zeros(x_dim) if mean is None else mean.clone())
+        self.log_noise_scale = nn.Parameter(torch.as_tensor(noise_scale, dtype=self.W.dtype).log().clone())
+
+    @property
+    def noise_scale(self) -> torch.Tensor:
+        return self.log_noise_scale.exp()
+
+    def model(self, x, num_data=None):
+        if x.dim() != 2 or x.shape[-1] != self.x_dim:
+            raise ValueError(f"x must have shape (B, {self.x_dim}), got {tuple(x.shape)}")
+        pyro.module(self.name, self, update_module_params=True)
+        prior = dist.Normal(x.new_zeros(self.latent_dim), self.latent_scale).to_event(1)
+        with data_plate(x, num_data):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Normal(z @ self.W.T + self.mean, self.noise_scale).to_event(1), obs=x)
+
+    def marginal_log_likelihood(self, x) -> torch.Tensor:
+        """Exact ``log p(x_n)`` at the current parameters, ``(N,)``."""
+        return marginal_log_likelihood(x, self.W, self.mean, self.noise_scale, self.latent_scale)
+
+    def posterior(self, x):
+        """Exact ``p(z | x)`` at the current parameters: ``(loc (N, q), cov (q, q))``."""
+        with torch.no_grad():
+            return posterior(x, self.W, self.mean, self.noise_scale, self.latent_scale)
+
+
+class AmortisedLinearGuide(nn.Module):
+    """``q(z_n | x_n) = N(A x_n + b, Sigma_q)``: a linear-Gaussian encoder.
+
+    :param str covariance: ``"full"`` (``Sigma_q = L L^T``, the exact posterior's
+        family) or ``"diagonal"`` (mean-field over latent dimensions).
+    """
+
+    def __init__(self, x_dim: int, latent_dim: int, covariance: str = "full",
+                 name: str = "ppca_amortised"):
+        super().__init__()
+        if covariance not in ("full", "diagonal"):
+            raise ValueError(f"covariance must be 'full' or 'diagonal', got {covariance!r}")
+        self.covariance, self.name = covariance, name
+        self.linear = nn.Linear(x_dim, latent_dim)
+        nn.init.zeros_(self.linear.weight)
+        shape = (latent_dim, latent_dim) if covariance == "full" else (latent_dim,)
+        self.raw_scale = nn.Parameter(torch.zeros(shape))
+
+    def distribution(self, x) -> dist.Distribution:
+        """``q(z | x)`` with batch shape ``(N,)`` and event shape ``(q,)``."""
+        loc = self.linear(x)
+        if self.covariance == "full":
+            return dist.MultivariateNormal(loc, scale_tril=transform_to(constraints.lower_cholesky)(self.raw_scale))
+        return dist.Normal(loc, F.softplus(self.raw_scale)).to_event(1)
+
+    def guide(self, x, num_data=None):
+        pyro.module(self.name, self, update_module_params=True)
+        q = self.distribution(x)
+        with data_plate(x, num_data):
+            pyro.sample("z", q)
+
+
+def exact_posterior_guide(ppca: PPCA) -> AmortisedLinearGuide:
+    """An :class:`AmortisedLinearGuide` (full covariance, its own parameters) set to
+    the exact posterior of ``ppca``: ``A = cov W^T / sigma^2``, ``b = -A mu``, ``L = chol(cov)``."""
+    guide = AmortisedLinearGuide(ppca.x_dim, ppca.latent_dim, "full", name="ppca_exact")
+    W, mean = ppca.W.detach(), ppca.mean.detach()
+    _, cov = posterior(mean[None], W, mean, ppca.noise_scale.detach(), ppca.latent_scale)
+    A = cov @ W.T / ppca.noise_scale.detach() ** 2
+    with torch.no_grad():
+        guide.to(W.dtype).to(W.device)
+        guide.linear.weight.copy_(A)
+        guide.linear.bias.copy_(-A @ mean)
+        guide.raw_scale.copy_(transform_to(constraints.lower_cholesky).inv(torch.linalg.cholesky(cov)))
+    return guide
+
+
+class MeanFieldGuide(nn.Module):
+    """Local ``q(z_n) = N(m_n, diag s_n^2)``, free parameters per data point.
+
+    The guide must see the full data set at every step (``batch_size >= N``).
+    """
+
+    def __init__(self, num_data: int, latent_dim: int, name: str = "ppca_meanfield"):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(num_data, latent_dim))
+        self.raw_scale = nn.Parameter(torch.zeros(num_data, latent_dim))
+        self.name = name
+
+    def distribution(self, x=None) -> dist.Distribution:
+        return dist.Normal(self.loc, F.softplus(self.raw_scale)).to_event(1)
+
+    def guide(self, x, num_data=None):
+        if x.shape[0] != self.loc.shape[0]:
+            raise ValueError(f"the mean-field guide holds {self.loc.shape[0]} local parameters "
+                             f"but got a batch of {x.shape[0]}; train on the full data")
+        pyro.module(self.name, self, update_module_params=True)
+        with data_plate(x, num_data):
+            pyro.sample("z", self.distribution())
+
+
+def kl_to_posterior(q: torch.distributions.Distribution, x, ppca: PPCA) -> torch.Tensor:
+    """The exact ELBO gap ``KL(q(z | x_n) || p(z | x_n)) = log p(x_n) - ELBO_n``, nats, ``(N,)``.
+
+    :param q: a Gaussian with batch shape ``(N,)`` and event shape ``(q,)``
+        (``guide.distribution(x)``).
+    """
+    loc, cov = ppca.posterior(x)
+    if not isinstance(q, torch.distributions.MultivariateNormal):  # diagonal: Independent(Normal)
+        q = MultivariateNormal(q.mean, scale_tril=torch.diag_embed(q.stddev))
+    return kl_divergence(q, MultivariateNormal(loc, covariance_matrix=cov))

@@ -1,0 +1,123 @@
+"""The deep latent Gaussian model (variational autoencoder) as a Pyro model/guide pair.
+
+Generative model (Kingma & Welling 2014, sec. 3; Rezende, Mohamed & Wierstra 2014)::
+
+    z_n ~ N(0, I_{z_dim})
+    x_n | z_n ~ Bernoulli(logits = f_theta(z_n))                     likelihood="bernoulli"
+    x_n | z_n ~ N(mu_theta(z_n), diag sigma^2_theta(z_n))            likelihood="normal"
+
+Amortised guide: ``q_phi(z_n | x_n) = N(mu_phi(x_n), diag sigma^2_phi(x_n))`` from an
+MLP encoder.  ``z`` is the only latent site and sits in the data plate, so every
+loss and estimator of :mod:`pyro_lvm.infer` and :mod:`pyro_lvm.evaluate` applies.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pyro
+import pyro.distributions as dist
+from pyro.infer.util import is_validation_enabled
+
+from ..data import check_data
+from .common import data_plate, mlp
+
+__all__ = ["VAE"]
+
+_LIKELIHOODS = ("bernoulli", "normal")
+_MIN_SCALE = 1e-3  # floor on predicted standard deviations, keeps log-densities finite
+
+
+class VAE(nn.Module):
+    """Deep latent Gaussian model with an amortised Gaussian guide.
+
+    :param int x_dim: pixels (features) per data point, D.
+    :param int z_dim: latent dimensions.
+    :param hidden_dims: widths of the hidden layers of both MLPs (the decoder
+        mirrors the encoder).
+    :param str likelihood: ``"bernoulli"`` for data in [0, 1] (binary pixels,
+        or grey levels read as probabilities), ``"normal"`` for real data.
+    :param activation: the hidden-layer non-linearity (a ``nn.Module`` class).
+    :param str name: prefix of the parameter names in Pyro's param store.
+    :raises ValueError: a non-positive size or an unknown likelihood.
+
+    ``model(x, num_data=None)`` and ``guide(x, num_data=None)`` take ``x`` of
+    shape ``(B, x_dim)``; ``num_data`` is the full data set size when ``x`` is a
+    minibatch (the plate then scales the likelihood by ``num_data / B``).
+    """
+
+    def __init__(
+        self,
+        x_dim: int = 784,
+        z_dim: int = 50,
+        hidden_dims=(400,),
+        likelihood: str = "bernoulli",
+        activation=nn.Softplus,
+        name: str = "vae",
+    ):
+        super().__init__()
+        hidden_dims = tuple(int(h) for h in hidden_dims)
+        if x_dim < 1 or z_dim < 1 or any(h < 1 for h in hidden_dims):
+            raise ValueError(
+                f"x_dim, z_dim and hidden_dims must be positive, got {x_dim}, {z_dim}, {hidden_dims}"
+            )
+        if likelihood not in _LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
+        self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, name
+        out = x_dim if likelihood == "bernoulli" else 2 * x_dim
+        self.encoder = mlp((x_dim, *hidden_dims, 2 * z_dim), activation)
+        self.decoder = mlp((z_dim, *reversed(hidden_dims), out), activation)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 2 or x.shape[-1] != self.x_dim:
+            raise ValueError(f"x must have shape (B, {self.x_dim}), got {tuple(x.shape)}")
+        if is_validation_enabled():  # value checks cost a device sync; Pyro's switch turns them off
+            low, high = (0.0, 1.0) if self.likelihood == "bernoulli" else (None, None)
+            check_data(x, "x", size=self.x_dim, low=low, high=high)
+
+    def encode(self, x: torch.Tensor):
+        """Parameters of the guide: ``(loc, scale)``, each ``(..., z_dim)``."""
+        loc, raw = self.encoder(x).chunk(2, dim=-1)
+        return loc, F.softplus(raw) + _MIN_SCALE
+
+    def likelihood_dist(self, z: torch.Tensor) -> dist.Distribution:
+        """p(x | z) for ``z`` of shape ``(..., z_dim)``, with event shape ``(x_dim,)``."""
+        out = self.decoder(z)
+        if self.likelihood == "bernoulli":
+            # validate_args=False: grey levels in [0, 1] are allowed as soft targets.
+            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+        loc, raw = out.chunk(2, dim=-1)
+        return dist.Normal(loc, F.softplus(raw) + _MIN_SCALE).to_event(1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x | z): pixel probabilities or Gaussian means, ``(..., x_dim)``."""
+        return self.likelihood_dist(z).mean
+
+    def model(self, x: torch.Tensor, num_data: int | None = None):
+        self._check(x)
+        pyro.module(f"{self.name}_decoder", self.decoder, update_module_params=True)
+        prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
+        with data_plate(x, num_data):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", self.likelihood_dist(z), obs=x)
+
+    def guide(self, x: torch.Tensor, num_data: int | None = None):
+        pyro.module(f"{self.name}_encoder", self.encoder, update_module_params=True)
+        # The encoder runs once per batch; a particle plate around the guide
+        # broadcasts the Normal, so K particles cost one encoder pass.
+        loc, scale = self.encode(x)
+        with data_plate(x, num_data):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x | z = posterior mean), ``(N, x_dim)``."""
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Means of p(x | z) for ``n`` prior draws of z, ``(n, x_dim)``."""
+        device = next(self.parameters()).device
+        return self.decode(torch.randn(n, self.z_dim, device=device, generator=generator))
