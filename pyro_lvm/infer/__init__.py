@@ -27,10 +27,10 @@ from __future__ import annotations
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
-from .losses import DReG, IWAE, TraceGraph, VIMCO
+from .losses import DReG, IWAE, TraceGraph, VIMCO, score_function_guide
 
 __all__ = ["LOSSES", "make_loss", "IWAE", "DReG", "VIMCO", "TraceGraph",
-           "ImportanceWeightedLoss", "LogWeights", "log_mean_exp"]
+           "ImportanceWeightedLoss", "LogWeights", "log_mean_exp", "score_function_guide"]
 
 
 def _vectorized(cls):

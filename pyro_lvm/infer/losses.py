@@ -13,10 +13,11 @@ import torch
 import pyro
 from pyro import poutine
 from pyro.infer import TraceGraph_ELBO
+from pyro.poutine.messenger import Messenger
 
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
 
-__all__ = ["IWAE", "DReG", "VIMCO", "TraceGraph"]
+__all__ = ["IWAE", "DReG", "VIMCO", "TraceGraph", "score_function_guide"]
 
 
 class IWAE(ImportanceWeightedLoss):
@@ -170,4 +171,23 @@ class TraceGraph(TraceGraph_ELBO):
         return super().loss_and_grads(model, self._guide(guide), *args, **kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        return super().differentiable_loss(model, self._guide(guide), *args, **kwargs)
+        """The loss's value with the score-function surrogate's gradient (Pyro's
+        ``TraceGraph_ELBO`` lacks this method; built from its own surrogate)."""
+        elbo, surrogate = self._loss_and_surrogate_loss(model, self._guide(guide), args, kwargs)
+        return -elbo.detach() + (surrogate - surrogate.detach())
+
+
+class _NoPathwiseGradient(Messenger):
+    def _pyro_sample(self, msg):
+        if not msg["is_observed"]:
+            fn = msg["fn"]
+            while isinstance(getattr(type(fn), "has_rsample", None), property):
+                fn = fn.base_dist  # wrappers (Independent, masks) read their base's flag
+            fn.has_rsample_(False)
+
+
+def score_function_guide(guide):
+    """The same guide with every latent drawn without a pathwise gradient
+    (Pyro's ``Distribution.has_rsample_(False)``), so each loss falls back to its
+    score-function estimator; for comparing the two estimators on one guide."""
+    return _NoPathwiseGradient()(guide)

@@ -224,10 +224,11 @@ class GMM(nn.Module):
         _check_params(weights, means, covariances)
         self.name = name
         self.num_components, self.dim = means.shape
-        self.logits = nn.Parameter(weights.log().clone())
-        self.means = nn.Parameter(means.clone())
+        # contiguous: Pyro's param store keeps contiguous copies and would swap the module's tensors
+        self.logits = nn.Parameter(weights.log().contiguous())
+        self.means = nn.Parameter(means.contiguous().clone())
         chol = _cholesky(covariances)
-        self.raw_scale_tril = nn.Parameter(transform_to(constraints.lower_cholesky).inv(chol))
+        self.raw_scale_tril = nn.Parameter(transform_to(constraints.lower_cholesky).inv(chol).contiguous())
         self.enumerated_model = config_enumerate(self.model)
 
     def params(self) -> dict:

@@ -167,8 +167,9 @@ class PPCA(nn.Module):
         if not 1 <= latent_dim < x_dim:
             raise ValueError(f"latent_dim must be between 1 and x_dim-1, got {latent_dim}")
         self.x_dim, self.latent_dim, self.latent_scale, self.name = x_dim, latent_dim, latent_scale, name
-        self.W = nn.Parameter(torch.randn(x_dim, latent_dim) * 0.1 if W is None else W.clone())
-        self.mean = nn.Parameter(torch.zeros(x_dim) if mean is None else mean.clone())
+        # contiguous: Pyro's param store keeps contiguous copies and would swap the module's tensors
+        self.W = nn.Parameter(torch.randn(x_dim, latent_dim) * 0.1 if W is None else W.contiguous().clone())
+        self.mean = nn.Parameter(torch.zeros(x_dim) if mean is None else mean.contiguous().clone())
         self.log_noise_scale = nn.Parameter(torch.as_tensor(noise_scale, dtype=self.W.dtype).log().clone())
 
     @property
