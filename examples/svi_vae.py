@@ -4,7 +4,8 @@
     python examples/svi_vae.py --loss dreg --num-particles 5 --eval-samples 5000
 
 Writes into --out: metrics.json, samples.png, reconstructions.png, elbo.png and
-checkpoint.pt (resume with --resume).  Test numbers use one fixed-seed
+checkpoint.pt (resume with --resume).  metrics.json includes the PSIS diagnostic of the
+importance weights behind log p(x) (Pareto k-hat per test image, arviz).  Test numbers use one fixed-seed
 binarization of the 10,000 test images, so they compare across runs.
 """
 
@@ -19,7 +20,8 @@ import pyro
 import pyro.optim
 from pyro_lvm import evaluate
 from pyro_lvm.data import binarize, check_data, fixed_binarization, load_mnist, resolve_device
-from pyro_lvm.infer import LOSSES, make_loss
+from pyro_lvm.diagnostics import psis_from_log_weights
+from pyro_lvm.infer import LOSSES, log_mean_exp, make_loss
 from pyro_lvm.models import VAE
 from pyro_lvm.plots import plot_curves, save_image_grid
 from pyro_lvm.train import fit
@@ -67,7 +69,9 @@ with pyro.validation_enabled(False):  # Pyro's per-site checks cost a sync each;
                   transform=binarize, seed=args.seed, checkpoint=out / "checkpoint.pt",
                   resume=args.resume, callback=test_elbo)
     t0 = time.perf_counter()
-    log_px = evaluate.log_likelihood(vae.model, vae.guide, x_test, num_samples=args.eval_samples)
+    log_w = evaluate.log_weights(vae.model, vae.guide, x_test, num_samples=args.eval_samples)
+    log_px = log_mean_exp(log_w, 0)  # importance-sampled log p(x) per test image
+    psis = psis_from_log_weights(log_w)  # can these weights (and the guide) be trusted?
     eval_seconds = time.perf_counter() - t0
 
 metrics = {
@@ -80,6 +84,9 @@ metrics = {
     "test_log_likelihood": log_px.mean().item(),
     "test_log_likelihood_stderr": (log_px.std() / len(log_px) ** 0.5).item(),
     "test_log_likelihood_num_samples": args.eval_samples,
+    "psis_khat_share_above_0.7": psis.share_above,
+    "psis_khat_median": psis.khat.median().item(),
+    "psis_ess_median": psis.ess.median().item(),
     "eval_seconds": eval_seconds,
     "units": "nats per image",
 }
@@ -93,5 +100,6 @@ plot_curves({"train ELBO": (history.epoch, metrics["train_elbo"]),
              "test ELBO": (history.epoch, metrics["test_elbo"])}, out / "elbo.png",
             title=f"VAE on MNIST, loss={args.loss}")
 print(f"test ELBO {metrics['test_elbo'][-1]:.2f}, test log p(x) {metrics['test_log_likelihood']:.2f} "
-      f"nats/image (K={args.eval_samples}), {sum(history.seconds):.0f} s training on {device}; "
+      f"nats/image (K={args.eval_samples}), PSIS k-hat > 0.7 for {100 * psis.share_above:.1f}% of "
+      f"test images, {sum(history.seconds):.0f} s training on {device}; "
       f"wrote {out}/metrics.json, samples.png, reconstructions.png, elbo.png, checkpoint.pt")

@@ -72,15 +72,18 @@ def gradient_statistics(loss, model, guide, args, num_draws: int = 50) -> dict:
 
 
 def compare_losses(model, guide, data, losses: dict, *, num_draws: int = 50, train_steps: int = 0,
-                   batch_size: int | None = None, lr: float = 1e-2, transform=None,
+                   train_data=None, batch_size: int | None = None, lr: float = 1e-2, transform=None,
                    test_data=None, eval_samples: int = 1000, exact_log_likelihood=None,
                    timing_steps: int = 10, seed: int = 0) -> list[dict]:
-    """Measure each loss in ``losses`` (``{label: loss object}``) on ``model``/``guide``.
+    """Measure each loss in ``losses`` on ``model``/``guide``.
 
+    :param losses: ``{label: loss}`` or ``{label: (loss, guide)}`` where a row needs
+        another guide (e.g. :func:`~pyro_lvm.infer.score_function_guide` of the same one).
     :param data: the training data ``(N, ...)``; statistics use the whole of it
         as one batch (pass a subset for large data).
     :param int train_steps: epochs of :func:`~pyro_lvm.train.fit` per loss, from the
         same start (0: no training).
+    :param train_data: what training uses (default ``data``), in batches of ``batch_size``.
     :param test_data: held-out data for the log-likelihood after training.
     :param exact_log_likelihood: optional ``callable(test_data) -> (N,)`` exact
         ``log p(x)`` at the current parameters (used instead of importance sampling).
@@ -89,8 +92,9 @@ def compare_losses(model, guide, data, losses: dict, *, num_draws: int = 50, tra
     """
     n = data.shape[0]
     pyro.set_rng_seed(seed)
-    first = next(iter(losses.values()))
-    first.loss(model, guide, data)  # registers every parameter in the param store
+    losses = {k: v if isinstance(v, tuple) else (v, guide) for k, v in losses.items()}
+    for loss, row_guide in losses.values():
+        loss.loss(model, row_guide, data)  # registers every parameter in the param store
     start = {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
 
     def restore():
@@ -100,7 +104,7 @@ def compare_losses(model, guide, data, losses: dict, *, num_draws: int = 50, tra
                     p.copy_(start[name])
 
     rows = []
-    for label, loss in losses.items():
+    for label, (loss, guide) in losses.items():
         restore()
         pyro.set_rng_seed(seed)
         stats = gradient_statistics(loss, model, guide, (data,), num_draws)
@@ -118,8 +122,9 @@ def compare_losses(model, guide, data, losses: dict, *, num_draws: int = 50, tra
             p.unconstrained().grad = None
         if train_steps:
             restore()
-            fit(model, guide, data, loss=loss, lr=lr, num_epochs=train_steps,
-                batch_size=batch_size or n, transform=transform, seed=seed, progress=False)
+            train_data = data if train_data is None else train_data
+            fit(model, guide, train_data, loss=loss, lr=lr, num_epochs=train_steps,
+                batch_size=batch_size or len(train_data), transform=transform, seed=seed, progress=False)
             if test_data is not None:
                 with torch.no_grad():
                     ll = (exact_log_likelihood(test_data) if exact_log_likelihood else

@@ -15,7 +15,7 @@ import torch
 
 from .infer import IWAE
 
-__all__ = ["elbo", "log_likelihood", "log_weights"]
+__all__ = ["cluster_accuracy", "elbo", "log_likelihood", "log_weights"]
 
 #: Elements per chunk of (particles x points x features); bounds the memory of one pass.
 MAX_ELEMENTS = 2**23
@@ -112,3 +112,21 @@ def elbo(model, guide, x, num_particles: int = 1, *, batch_size=None,
             total = log_w.new_zeros(n)
         total[rows] += log_w.sum(0)
     return total / num_particles
+
+
+def cluster_accuracy(labels, clusters) -> float:
+    """Share of points whose cluster, matched one-to-one to a label by the Hungarian
+    algorithm (``scipy.optimize.linear_sum_assignment``), equals their label.
+
+    :param labels, clusters: integer sequences of length N (tensors or arrays).
+    """
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    labels, clusters = np.asarray(torch.as_tensor(labels).cpu()), np.asarray(torch.as_tensor(clusters).cpu())
+    if labels.shape != clusters.shape or labels.ndim != 1:
+        raise ValueError(f"labels and clusters must be two (N,) sequences, got {labels.shape}, {clusters.shape}")
+    counts = np.zeros((clusters.max() + 1, labels.max() + 1))
+    np.add.at(counts, (clusters, labels), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    return float(counts[rows, cols].sum() / len(labels))

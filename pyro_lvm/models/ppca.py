@@ -11,9 +11,11 @@ is linear-Gaussian, so log-likelihoods, posteriors and the ELBO gap
 
 Guides (all sites in the data plate):
 
+* ``PPCA.exact_guide``: the exact posterior at the model's current parameters;
 * :class:`AmortisedLinearGuide` ``q(z | x) = N(A x + b, Sigma_q)``, full or
   diagonal ``Sigma_q``; with a full covariance the family holds the exact
-  posterior, and :func:`exact_posterior_guide` sets it there;
+  posterior, and :func:`exact_posterior_guide` sets a copy there with its own
+  parameters (for tests of guide gradients);
 * :class:`MeanFieldGuide`: per-point ``N(m_n, diag s_n^2)`` (local parameters).
 """
 
@@ -185,6 +187,14 @@ class PPCA(nn.Module):
             z = pyro.sample("z", prior)
             pyro.sample("x", dist.Normal(z @ self.W.T + self.mean, self.noise_scale).to_event(1), obs=x)
 
+    def exact_guide(self, x, num_data=None):
+        """Guide sampling the exact posterior at the current parameters, held fixed
+        (as EM's E-step): with it, the ELBO equals ``log p(x)`` and its model
+        gradient is the gradient of the exact log-likelihood (Fisher's identity)."""
+        loc, cov = self.posterior(x)
+        with data_plate(x, num_data):
+            pyro.sample("z", dist.MultivariateNormal(loc, covariance_matrix=cov))
+
     def marginal_log_likelihood(self, x) -> torch.Tensor:
         """Exact ``log p(x_n)`` at the current parameters, ``(N,)``."""
         return marginal_log_likelihood(x, self.W, self.mean, self.noise_scale, self.latent_scale)
@@ -219,6 +229,11 @@ class AmortisedLinearGuide(nn.Module):
         if self.covariance == "full":
             return dist.MultivariateNormal(loc, scale_tril=transform_to(constraints.lower_cholesky)(self.raw_scale))
         return dist.Normal(loc, F.softplus(self.raw_scale)).to_event(1)
+
+    def encode(self, x):
+        """Posterior means and standard deviations of q(z | x), ``(N, q)`` each."""
+        q = self.distribution(x)
+        return q.mean, q.stddev
 
     def guide(self, x, num_data=None):
         pyro.module(self.name, self, update_module_params=True)
