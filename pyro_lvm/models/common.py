@@ -12,8 +12,9 @@ import pyro
 DATA_PLATE = "data"
 
 
-def data_plate(x: torch.Tensor, num_data: int | None = None) -> pyro.plate:
-    """The plate over the rows of ``x`` (``(B, ...)``), at ``dim=-1``.
+def data_plate(x: torch.Tensor, num_data: int | None = None, dim: int = -1) -> pyro.plate:
+    """The plate over the rows of ``x`` (``(B, ...)``), at ``dim`` (-1 unless plates
+    nest inside it, as the pixel plate of :mod:`pyro_lvm.models.missing`).
 
     ``num_data`` is the size of the whole data set when ``x`` is a minibatch:
     the plate then scales every log-density inside it by ``num_data / B``, so
@@ -29,7 +30,7 @@ def data_plate(x: torch.Tensor, num_data: int | None = None) -> pyro.plate:
     # The rows are the subsample already (fit draws them); naming them keeps
     # the plate from drawing indices of its own.
     subsample = torch.arange(batch, device=x.device) if num_data > batch else None
-    return pyro.plate(DATA_PLATE, size=num_data, subsample=subsample, dim=-1)
+    return pyro.plate(DATA_PLATE, size=num_data, subsample=subsample, dim=dim)
 
 
 def mlp(sizes, activation=nn.Softplus) -> nn.Sequential:
