@@ -9,6 +9,7 @@ chunks so that K = 5000 over the 10,000 MNIST test images fits in memory.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -40,17 +41,30 @@ def _chunks(model, guide, data, num_samples, batch_size, max_elements, **kwargs)
     width = max(1, tensors[0][0].numel())
     batch_size = min(n, batch_size or max(1, max_elements // width))
     per_pass = max(1, min(num_samples, max_elements // (batch_size * width)))
-    estimators = {}
+    # Estimators are built per call, so Pyro's INFO line on guessing the plate nesting would
+    # repeat at every evaluation; it is guessed once here and passed on, quietly.
+    pyro_logger = logging.getLogger("pyro.infer.elbo")
+    level = pyro_logger.level
+    pyro_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
+    finally:
+        pyro_logger.setLevel(level)
+
+
+def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs):
+    estimators, nesting = {}, float("inf")
     with torch.no_grad():
         for start in range(0, n, batch_size):
             rows = slice(start, min(n, start + batch_size))
             done = 0
             while done < num_samples:
                 k = min(per_pass, num_samples - done)
-                if k not in estimators:  # one per chunk size: each caches its plate nesting
-                    estimators[k] = IWAE(num_particles=k)
+                if k not in estimators:  # one per chunk size, sharing the plate nesting
+                    estimators[k] = IWAE(num_particles=k, max_plate_nesting=nesting)
                 weights = estimators[k].log_weights(model, guide, *(t[rows] for t in tensors),
                                                     **kwargs)
+                nesting = weights.num_plates - 1  # the model's plates, without the particles
                 yield rows, weights.log_w
                 done += k
 
