@@ -27,10 +27,10 @@ from pyro_lvm.plots import plot_curves, save_image_grid
 from pyro_lvm.train import fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--epochs", type=int, default=30)
-parser.add_argument("--batch-size", type=int, default=128)
-parser.add_argument("--lr", type=float, default=2e-3, help="initial Adam step size")
-parser.add_argument("--lr-final", type=float, default=2e-4,
+parser.add_argument("--epochs", type=int, default=60)
+parser.add_argument("--batch-size", type=int, default=256)
+parser.add_argument("--lr", type=float, default=3e-3, help="initial Adam step size")
+parser.add_argument("--lr-final", type=float, default=3e-4,
                     help="step size of the last epoch (geometric decay per epoch)")
 parser.add_argument("--z-dim", type=int, default=50)
 parser.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden layer widths")
