@@ -20,6 +20,8 @@ __all__ = ["cluster_accuracy", "elbo", "log_likelihood", "log_weights"]
 
 #: Elements per chunk of (particles x points x features); bounds the memory of one pass.
 MAX_ELEMENTS = 2**23
+#: Particles drawn per pass when the batch size is left to :data:`MAX_ELEMENTS`.
+PARTICLES_PER_PASS = 128
 
 
 def _rows(data) -> tuple:
@@ -39,7 +41,9 @@ def _chunks(model, guide, data, num_samples, batch_size, max_elements, **kwargs)
     tensors = _rows(data)
     n = tensors[0].shape[0]
     width = max(1, tensors[0][0].numel())
-    batch_size = min(n, batch_size or max(1, max_elements // width))
+    if batch_size is None:  # many particles per pass, so an amortised encoder runs rarely
+        batch_size = max(1, max_elements // (min(num_samples, PARTICLES_PER_PASS) * width))
+    batch_size = min(n, batch_size)
     per_pass = max(1, min(num_samples, max_elements // (batch_size * width)))
     # Estimators are built per call, so Pyro's INFO line on guessing the plate nesting would
     # repeat at every evaluation; it is guessed once here and passed on, quietly.
