@@ -54,11 +54,11 @@ def losses(guide):
 
 
 # --- PPCA: 1000 MNIST images, q = 10; start = ML model, diagonal linear guide at zero -------
-x = images[:1000].double()
-x_test = test_images[:1000].double()
+x = images[:1000]
+x_test = test_images[:1000]
 closed = ppca.fit_closed_form(x, 10)
-model = ppca.PPCA(784, 10, W=closed.W, mean=closed.mean, noise_scale=closed.noise_scale).double()
-guide = ppca.AmortisedLinearGuide(784, 10, "diagonal").double()
+model = ppca.PPCA(784, 10, W=closed.W, mean=closed.mean, noise_scale=closed.noise_scale)
+guide = ppca.AmortisedLinearGuide(784, 10, "diagonal")
 exact = {"log p(x) at start": model.marginal_log_likelihood(x).mean().item(),
          "ELBO at start (closed form)": (model.marginal_log_likelihood(x)
                                          - ppca.kl_to_posterior(guide.distribution(x), x, model)).mean().item()}

@@ -25,9 +25,9 @@ from pyro_lvm.train import fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--latent-dim", type=int, default=16)
-parser.add_argument("--train", type=int, default=5000, help="training images")
+parser.add_argument("--train", type=int, default=2000, help="training images")
 parser.add_argument("--steps", type=int, default=1500, help="full-batch SVI steps per guide")
-parser.add_argument("--lr", type=float, default=0.02)
+parser.add_argument("--lr", type=float, default=0.01)
 parser.add_argument("--data-dir", default=None)
 parser.add_argument("--out", default="results/ppca")
 parser.add_argument("--seed", type=int, default=0)
@@ -72,18 +72,21 @@ report("gradient (L-BFGS on exact log p)", ppca.PPCA(d, q, W=grad.W, mean=grad.m
 
 guides = {
     "SVI, exact-posterior guide": lambda model: None,
-    "SVI, mean-field local guide": lambda model: ppca.MeanFieldGuide(n, q).double(),
-    "SVI, amortised linear (full cov)": lambda model: ppca.AmortisedLinearGuide(d, q, "full").double(),
-    "SVI, amortised linear (diagonal)": lambda model: ppca.AmortisedLinearGuide(d, q, "diagonal").double(),
+    "SVI, mean-field local guide": lambda model: ppca.MeanFieldGuide(n, q),
+    "SVI, amortised linear (full cov)": lambda model: ppca.AmortisedLinearGuide(d, q, "full"),
+    "SVI, amortised linear (diagonal)": lambda model: ppca.AmortisedLinearGuide(d, q, "diagonal"),
 }
+x32 = x.float()  # SVI runs in float32 (4x faster here); every reported number is float64
 for method, make_guide in guides.items():
     torch.manual_seed(args.seed)
-    model = ppca.PPCA(d, q, mean=x.mean(0).float(), noise_scale=0.3).double()
+    model = ppca.PPCA(d, q, mean=x32.mean(0), noise_scale=0.3)
     guide = make_guide(model)
     t0 = time.perf_counter()
-    fit(model.model, model.exact_guide if guide is None else guide.guide, x, loss="elbo",
-        lr=args.lr, num_epochs=args.steps, batch_size=n, seed=args.seed, progress=False)
-    report(method, model, time.perf_counter() - t0, guide)
+    with pyro.validation_enabled(False):
+        fit(model.model, model.exact_guide if guide is None else guide.guide, x32, loss="elbo",
+            lr=args.lr, num_epochs=args.steps, batch_size=n, seed=args.seed, progress=False)
+    seconds = time.perf_counter() - t0
+    report(method, model.double(), seconds, guide if guide is None else guide.double())
     fitted_guides[method] = guide
     pyro.clear_param_store()
 

@@ -69,7 +69,9 @@ with pyro.validation_enabled(False):  # Pyro's per-site checks cost a sync each;
                   transform=binarize, seed=args.seed, checkpoint=out / "checkpoint.pt",
                   resume=args.resume, callback=test_elbo)
     t0 = time.perf_counter()
-    log_w = evaluate.log_weights(vae.model, vae.guide, x_test, num_samples=args.eval_samples)
+    # Blocks of 100 images with many particles each: the encoder runs once per block.
+    log_w = evaluate.log_weights(vae.model, vae.guide, x_test, num_samples=args.eval_samples,
+                                 batch_size=100)
     log_px = log_mean_exp(log_w, 0)  # importance-sampled log p(x) per test image
     psis = psis_from_log_weights(log_w)  # can these weights (and the guide) be trusted?
     eval_seconds = time.perf_counter() - t0

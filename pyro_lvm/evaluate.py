@@ -20,8 +20,6 @@ __all__ = ["cluster_accuracy", "elbo", "log_likelihood", "log_weights"]
 
 #: Elements per chunk of (particles x points x features); bounds the memory of one pass.
 MAX_ELEMENTS = 2**23
-#: Particles drawn per pass when the batch size is left to :data:`MAX_ELEMENTS`.
-PARTICLES_PER_PASS = 128
 
 
 def _rows(data) -> tuple:
@@ -41,9 +39,9 @@ def _chunks(model, guide, data, num_samples, batch_size, max_elements, **kwargs)
     tensors = _rows(data)
     n = tensors[0].shape[0]
     width = max(1, tensors[0][0].numel())
-    if batch_size is None:  # many particles per pass, so an amortised encoder runs rarely
-        batch_size = max(1, max_elements // (min(num_samples, PARTICLES_PER_PASS) * width))
-    batch_size = min(n, batch_size)
+    # Default: all rows in one block when they fit (guides with local parameters need every
+    # row); a small batch_size with many particles per pass runs an amortised encoder rarely.
+    batch_size = min(n, batch_size or max(1, max_elements // width))
     per_pass = max(1, min(num_samples, max_elements // (batch_size * width)))
     # Estimators are built per call, so Pyro's INFO line on guessing the plate nesting would
     # repeat at every evaluation; it is guessed once here and passed on, quietly.
@@ -104,7 +102,10 @@ def log_likelihood(model, guide, x, num_samples: int = 5000, *, batch_size=None,
     :param model, guide: Pyro callables; ``x`` (a tensor or tuple of tensors
         sharing N) is passed as their positional arguments, ``kwargs`` too.
     :param int num_samples: K, importance samples per data point.
-    :param batch_size: data points per pass (default: from ``max_elements``).
+    :param batch_size: data points per pass (default: as many as ``max_elements``
+        allows with one particle, all N if they fit, as guides with local parameters need).
+        With an amortised guide a small block (e.g. 100) is faster: the encoder then runs
+        once per block for many particles.
     :param int max_elements: bound on particles x points x features per pass.
     :raises ValueError: ``num_samples`` < 1, or sites outside one data plate.
     """

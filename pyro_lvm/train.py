@@ -130,7 +130,8 @@ def fit(
     Each epoch draws a fresh permutation of the N rows on the data's device and
     takes ``N // batch_size`` SVI steps on batches of ``batch_size`` rows (the
     incomplete last batch is left to later permutations); the whole split stays
-    one tensor, with no ``DataLoader``.
+    one tensor, with no ``DataLoader``.  With ``batch_size >= N`` every step sees
+    all rows in their order, as guides with local (per-row) parameters need.
 
     :param model, guide: Pyro callables taking ``(*batch, num_data=N)``.
     :param data: a tensor ``(N, ...)`` or a tuple of tensors sharing N.
@@ -180,7 +181,9 @@ def fit(
     svi = SVI(model, guide, optim, loss_fn)
 
     for epoch in range(start + 1, num_epochs + 1):
-        perm = torch.randperm(n, device=device)
+        # A full batch keeps the rows in order: guides with local (per-row) parameters
+        # match them by position.
+        perm = torch.randperm(n, device=device) if steps > 1 else torch.arange(n, device=device)
         total, t0 = 0.0, time.perf_counter()
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{num_epochs}", disable=not progress,
                    leave=False, mininterval=0.5)

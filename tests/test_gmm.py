@@ -90,7 +90,7 @@ def test_meanfield_guide_trains_with_score_function_gradients():
     exact = gmm.log_likelihood(x, **model.params()).mean().item()
     assert after > before + 0.5
     assert after <= exact + 0.05  # still a bound (Monte Carlo error of 50 draws x 300 points << 0.05)
-    with pytest.raises(ValueError, match="full data"):
+    with pytest.raises(ValueError, match="pass all N rows"):
         guide.guide(x[:10])
 
 

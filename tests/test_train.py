@@ -57,6 +57,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
             resume=True, progress=False)
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN")  # the NaN is the point of the test
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
     x = torch.rand(128, 784)
     calls = {"n": 0}
@@ -99,3 +100,20 @@ def test_fit_rejects_bad_input(data, kwargs, error, words):
     vae = _small_vae()
     with pytest.raises(error, match=words):
         fit(vae.model, vae.guide, data, progress=False, **kwargs)
+
+
+def test_full_batch_keeps_row_order_and_minibatches_cover_every_row():
+    seen = []
+
+    def model(x, num_data=None):
+        seen.append(x[:, 0].clone())
+
+    def guide(x, num_data=None):
+        pass
+
+    x = torch.arange(12.0)[:, None]
+    fit(model, guide, x, loss="elbo", num_epochs=2, batch_size=12, progress=False)
+    assert all(torch.equal(s, x[:, 0]) for s in seen)  # local parameters match rows by position
+    seen.clear()
+    fit(model, guide, x, loss="elbo", num_epochs=1, batch_size=4, progress=False)
+    assert sorted(torch.cat(seen).tolist()) == list(range(12))  # one permutation per epoch

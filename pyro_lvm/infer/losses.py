@@ -13,7 +13,9 @@ import torch
 import pyro
 from pyro import poutine
 from pyro.infer import TraceGraph_ELBO
+from pyro.distributions import TorchDistribution
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
 
@@ -177,17 +179,38 @@ class TraceGraph(TraceGraph_ELBO):
         return -elbo.detach() + (surrogate - surrogate.detach())
 
 
+class _ScoreFunctionOnly(TorchDistribution):
+    """``base`` with ``has_rsample = False``, kept through plate broadcasting (``expand``);
+    Pyro's ``has_rsample_(False)`` is lost there for ``Independent`` distributions."""
+
+    has_rsample = False
+
+    def __init__(self, base):
+        self.base = base
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.base.sample(sample_shape)
+
+    def log_prob(self, value):
+        return self.base.log_prob(value)
+
+    def expand(self, batch_shape, _instance=None):
+        return _ScoreFunctionOnly(self.base.expand(batch_shape))
+
+
 class _NoPathwiseGradient(Messenger):
     def _pyro_sample(self, msg):
-        if not msg["is_observed"]:
-            fn = msg["fn"]
-            while isinstance(getattr(type(fn), "has_rsample", None), property):
-                fn = fn.base_dist  # wrappers (Independent, masks) read their base's flag
-            fn.has_rsample_(False)
+        if not msg["is_observed"] and not site_is_subsample(msg):
+            msg["fn"] = _ScoreFunctionOnly(msg["fn"])
 
 
 def score_function_guide(guide):
-    """The same guide with every latent drawn without a pathwise gradient
-    (Pyro's ``Distribution.has_rsample_(False)``), so each loss falls back to its
-    score-function estimator; for comparing the two estimators on one guide."""
+    """The same guide with every latent drawn without a pathwise gradient, so each
+    loss falls back to its score-function estimator; for comparing the two
+    estimators on one guide."""
     return _NoPathwiseGradient()(guide)

@@ -277,7 +277,8 @@ class MeanFieldGuide(nn.Module):
     def guide(self, x, num_data=None):
         if x.shape[0] != self.logits.shape[0]:
             raise ValueError(f"the mean-field guide holds {self.logits.shape[0]} local "
-                             f"parameters but got a batch of {x.shape[0]}; train on the full data")
+                             f"parameters but got {x.shape[0]} rows; pass all N rows (fit: batch_size >= N, "
+                             "evaluate: batch_size=N)")
         pyro.module(self.name, self, update_module_params=True)
         with data_plate(x, num_data):
             pyro.sample("z", dist.Categorical(logits=self.logits))

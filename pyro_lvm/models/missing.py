@@ -160,7 +160,7 @@ class MeanFieldPixelGuide(_PixelGuide):
         logits = self.pixels.logits
         if x.shape[0] != logits.shape[0]:
             raise ValueError(f"the mean-field guide holds phi for {logits.shape[0]} images but got "
-                             f"{x.shape[0]}; train on the full set of images")
+                             f"{x.shape[0]}; pass all N images (fit: batch_size >= N, evaluate: batch_size=N)")
         return logits
 
 

@@ -275,7 +275,8 @@ class MeanFieldGuide(nn.Module):
     def guide(self, x, num_data=None):
         if x.shape[0] != self.loc.shape[0]:
             raise ValueError(f"the mean-field guide holds {self.loc.shape[0]} local parameters "
-                             f"but got a batch of {x.shape[0]}; train on the full data")
+                             f"but got {x.shape[0]} rows; pass all N rows (fit: batch_size >= N, "
+                             "evaluate: batch_size=N)")
         pyro.module(self.name, self, update_module_params=True)
         with data_plate(x, num_data):
             pyro.sample("z", self.distribution())
