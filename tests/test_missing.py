@@ -87,6 +87,15 @@ def test_shapes_finite_losses_and_learning_with_missing_data(mnist_train):
     assert guide.probs(x, mask).shape == (64, 784)
 
 
+def test_amortised_phi_starts_at_its_init_for_every_image(mnist_train):
+    x = torch.bernoulli(mnist_train[0][:8], generator=torch.Generator().manual_seed(0))
+    mask = top_half_mask(8)
+    means = mnist_train[0].mean(0)
+    phi = AmortisedPixelGuide(VAE(z_dim=4, hidden_dims=(32,)), hidden_dims=(32,), init=means).probs(x, mask)
+    expected = torch.where(mask, means.clamp(1e-3, 1 - 1e-3).expand_as(x), x)
+    assert torch.allclose(phi, expected, atol=1e-6)
+
+
 def test_estimates_of_log_p_observed_converge_to_the_enumerated_value():
     vae, x, mask = tiny()
     model = MissingPixelModel(vae)

@@ -165,12 +165,22 @@ class MeanFieldPixelGuide(_PixelGuide):
 
 
 class AmortisedPixelGuide(_PixelGuide):
-    """``phi = sigmoid(g([x * observed, mask]))`` with ``g`` an MLP ``1568 -> hidden -> 784``."""
+    """``phi = sigmoid(g([x * observed, mask]))`` with ``g`` an MLP ``1568 -> hidden -> 784``.
 
-    def __init__(self, vae: VAE, hidden_dims=(400,), learn_encoder: bool = False,
+    ``init``: ``(784,)`` probabilities phi starts from for every image (e.g. the training
+    pixel means); the output layer starts with zero weights and these logits as bias, so
+    training begins at that baseline instead of at a random network's noise.
+    """
+
+    def __init__(self, vae: VAE, hidden_dims=(400,), init=None, learn_encoder: bool = False,
                  name: str = "pixels_amortised"):
-        super().__init__(vae, mlp((2 * vae.x_dim, *hidden_dims, vae.x_dim), nn.ReLU),
-                         learn_encoder, name)
+        net = mlp((2 * vae.x_dim, *hidden_dims, vae.x_dim), nn.ReLU)
+        if init is not None:
+            probs = torch.as_tensor(init, dtype=torch.float32).expand(vae.x_dim)
+            with torch.no_grad():
+                net[-1].weight.zero_()
+                net[-1].bias.copy_(torch.logit(probs.clamp(1e-3, 1 - 1e-3)))
+        super().__init__(vae, net, learn_encoder, name)
 
     def logits(self, x, mask):
         mask = mask.to(x.dtype)
