@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -79,8 +80,13 @@ for ax, (name, scores) in zip(axes, (("VAE -log p(x), nats", vae_scores),
                                      (f"GMM on {args.pcs} PCs, -log p(x), nats", gmm_scores))):
     low = min(s.quantile(0.01).item() for s in scores.values())
     high = max(s.quantile(0.99).item() for s in scores.values())
+    # Scores spanning orders of magnitude (the VAE's inverted digits) get a log axis.
+    log_axis = low > 0 and high / low > 20
+    bins = np.geomspace(low, high, 61) if log_axis else np.linspace(low, high, 61)
     for group, s in scores.items():
-        ax.hist(s.clamp(low, high).numpy(), bins=60, range=(low, high), alpha=0.5, label=group)
+        ax.hist(s.clamp(low, high).numpy(), bins=bins, alpha=0.5, label=group)
+    if log_axis:
+        ax.set_xscale("log")
     ax.set_xlabel(name)
     ax.legend(fontsize=8)
 axes[0].set_ylabel("images")
