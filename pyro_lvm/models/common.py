@@ -1,4 +1,4 @@
-"""Pieces every model/guide pair shares: the data plate and the MLP."""
+"""Pieces every model/guide pair shares: the data plate, the local-parameter check, the MLP."""
 
 from __future__ import annotations
 
@@ -31,6 +31,18 @@ def data_plate(x: torch.Tensor, num_data: int | None = None, dim: int = -1) -> p
     # the plate from drawing indices of its own.
     subsample = torch.arange(batch, device=x.device) if num_data > batch else None
     return pyro.plate(DATA_PLATE, size=num_data, subsample=subsample, dim=dim)
+
+
+def check_local_rows(x: torch.Tensor, num_local: int, guide: str) -> None:
+    """A guide with local parameters (one set per data point, fitted per point) must see
+    all its ``num_local`` rows at once, in order.
+
+    :raises ValueError: ``x`` has another number of rows.
+    """
+    if x.shape[0] != num_local:
+        raise ValueError(f"the {guide} guide holds local parameters for {num_local} rows but "
+                         f"got {x.shape[0]}; pass all N rows (fit: batch_size >= N, "
+                         "evaluate: batch_size=N)")
 
 
 def mlp(sizes, activation=nn.Softplus) -> nn.Sequential:

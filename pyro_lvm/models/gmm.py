@@ -35,7 +35,7 @@ import pyro.distributions as dist
 from pyro.infer import config_enumerate
 
 from ..data import check_data
-from .common import data_plate, mlp
+from .common import check_local_rows, data_plate, mlp
 
 __all__ = [
     "GMM", "GMMFit", "MeanFieldGuide", "AmortisedGuide", "empty_guide",
@@ -275,10 +275,7 @@ class MeanFieldGuide(nn.Module):
         return torch.softmax(self.logits.detach(), -1)
 
     def guide(self, x, num_data=None):
-        if x.shape[0] != self.logits.shape[0]:
-            raise ValueError(f"the mean-field guide holds {self.logits.shape[0]} local "
-                             f"parameters but got {x.shape[0]} rows; pass all N rows (fit: batch_size >= N, "
-                             "evaluate: batch_size=N)")
+        check_local_rows(x, self.logits.shape[0], "mean-field")
         pyro.module(self.name, self, update_module_params=True)
         with data_plate(x, num_data):
             pyro.sample("z", dist.Categorical(logits=self.logits))

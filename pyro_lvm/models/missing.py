@@ -34,7 +34,7 @@ from pyro import poutine
 from .. import evaluate
 from ..data import MNIST_SHAPE, check_data
 from ..train import fit
-from .common import data_plate, mlp
+from .common import check_local_rows, data_plate, mlp
 from .vae import VAE
 
 __all__ = [
@@ -158,9 +158,7 @@ class MeanFieldPixelGuide(_PixelGuide):
 
     def logits(self, x, mask):
         logits = self.pixels.logits
-        if x.shape[0] != logits.shape[0]:
-            raise ValueError(f"the mean-field guide holds phi for {logits.shape[0]} images but got "
-                             f"{x.shape[0]}; pass all N images (fit: batch_size >= N, evaluate: batch_size=N)")
+        check_local_rows(x, logits.shape[0], "mean-field pixel")
         return logits
 
 

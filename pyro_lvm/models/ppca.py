@@ -33,7 +33,7 @@ import pyro
 import pyro.distributions as dist
 
 from ..data import check_data
-from .common import data_plate
+from .common import check_local_rows, data_plate
 
 __all__ = [
     "PPCA", "PPCAFit", "AmortisedLinearGuide", "MeanFieldGuide", "exact_posterior_guide",
@@ -273,10 +273,7 @@ class MeanFieldGuide(nn.Module):
         return dist.Normal(self.loc, F.softplus(self.raw_scale)).to_event(1)
 
     def guide(self, x, num_data=None):
-        if x.shape[0] != self.loc.shape[0]:
-            raise ValueError(f"the mean-field guide holds {self.loc.shape[0]} local parameters "
-                             f"but got {x.shape[0]} rows; pass all N rows (fit: batch_size >= N, "
-                             "evaluate: batch_size=N)")
+        check_local_rows(x, self.loc.shape[0], "mean-field")
         pyro.module(self.name, self, update_module_params=True)
         with data_plate(x, num_data):
             pyro.sample("z", self.distribution())
