@@ -19,13 +19,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import pyro
-import pyro.optim
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist
 from pyro_lvm.diagnostics import anomaly_scores
 from pyro_lvm.infer import make_loss
 from pyro_lvm.models import VAE, gmm
 from pyro_lvm.plots import plt
-from pyro_lvm.train import fit
+from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--epochs", type=int, default=8)
@@ -53,10 +52,9 @@ groups = {
 
 torch.manual_seed(args.seed)
 vae = VAE(z_dim=20)
-optim = pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": 3e-3},
-                                  "gamma": 0.1 ** (1 / max(1, args.epochs - 1))})
 with pyro.validation_enabled(False):
-    fit(vae.model, vae.guide, images, loss=make_loss("meanfield"), optim=optim, num_epochs=args.epochs,
+    fit(vae.model, vae.guide, images, loss=make_loss("meanfield"),
+        optim=decaying_adam(3e-3, 3e-4, args.epochs), num_epochs=args.epochs,
         batch_size=256, transform=binarize, seed=args.seed, progress=False)
     vae_scores = {g: anomaly_scores(vae.model, vae.guide, x, args.eval_samples) for g, x in groups.items()}
 

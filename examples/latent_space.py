@@ -18,13 +18,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
 import pyro
-import pyro.optim
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist
 from pyro_lvm.evaluate import cluster_accuracy
 from pyro_lvm.infer import make_loss
 from pyro_lvm.models import VAE, gmm
 from pyro_lvm.plots import plt, save_image_grid
-from pyro_lvm.train import fit
+from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--epochs", type=int, default=10)
@@ -44,10 +43,9 @@ x_test = fixed_binarization(test_images)
 def train_vae(z_dim):
     torch.manual_seed(args.seed)
     vae = VAE(z_dim=z_dim, hidden_dims=(400,))
-    optim = pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": 3e-3},
-                                      "gamma": 0.1 ** (1 / max(1, args.epochs - 1))})
     with pyro.validation_enabled(False):
-        fit(vae.model, vae.guide, images, loss=make_loss("meanfield"), optim=optim,
+        fit(vae.model, vae.guide, images, loss=make_loss("meanfield"),
+            optim=decaying_adam(3e-3, 3e-4, args.epochs),
             num_epochs=args.epochs, batch_size=256, transform=binarize, seed=args.seed, progress=False)
     pyro.clear_param_store()
     return vae

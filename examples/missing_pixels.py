@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 import pyro
-import pyro.optim
 from pyro_lvm import evaluate
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist
 from pyro_lvm.infer import make_loss
@@ -33,7 +32,7 @@ from pyro_lvm.models import VAE
 from pyro_lvm.models.missing import (AmortisedPixelGuide, MeanFieldPixelGuide, MissingPixelModel,
                                      estimate_log_marginal, inpaint, pixel_log_prob, top_half_mask)
 from pyro_lvm.plots import save_image_grid
-from pyro_lvm.train import fit
+from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--test-images", type=int, default=1000)
@@ -57,17 +56,13 @@ x, mask = test_full[: args.test_images], top_half_mask(args.test_images)
 metrics = {"config": vars(args), "units": "nats per image"}
 
 
-def adam(lr, epochs):
-    return pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
-                                     "gamma": 0.1 ** (1 / max(1, epochs - 1))})
-
-
 # 1. The joint.
 torch.manual_seed(args.seed)
 vae = VAE(z_dim=20)
 with pyro.validation_enabled(False):
-    fit(vae.model, vae.guide, images, loss=make_loss("meanfield"), optim=adam(3e-3, args.epochs),
-        num_epochs=args.epochs, batch_size=256, transform=binarize, seed=args.seed, progress=False)
+    fit(vae.model, vae.guide, images, loss=make_loss("meanfield"),
+        optim=decaying_adam(3e-3, 3e-4, args.epochs), num_epochs=args.epochs, batch_size=256,
+        transform=binarize, seed=args.seed, progress=False)
 model = MissingPixelModel(vae)
 
 # 2. Pixel posteriors for the hidden tops.
@@ -82,8 +77,8 @@ amortised = AmortisedPixelGuide(copy.deepcopy(vae), init=pixel_means, learn_enco
 t0 = time.perf_counter()
 with pyro.validation_enabled(False):
     fit(model.model, amortised.guide, (images, top_half_mask(len(images))), loss="tracegraph",
-        optim=adam(3e-3, args.amortised_epochs), num_epochs=args.amortised_epochs, batch_size=256,
-        transform=binarize, seed=args.seed, progress=False)
+        optim=decaying_adam(3e-3, 3e-4, args.amortised_epochs), num_epochs=args.amortised_epochs,
+        batch_size=256, transform=binarize, seed=args.seed, progress=False)
 metrics["amortised_training_seconds"] = time.perf_counter() - t0
 phi_amortised, samples_amortised, _ = inpaint(model, x, mask, amortised)
 
@@ -99,7 +94,7 @@ for name, m in metrics["inference"].items():
           f"pixel accuracy {m['pixel_accuracy']:.4f}")
 
 # 3. log p(x_bottom) by importance sampling, 10 repeats per proposal at the same K.
-n_est = 200
+n_est = min(200, args.test_images)  # images for the repeated estimates
 subset = (x[:n_est], mask[:n_est])
 proposals = {
     "guide (mean-field phi)": ("guide", MeanFieldPixelGuide(vae, n_est, init=phi_meanfield[:n_est], trainable=False)),
@@ -135,9 +130,9 @@ for fraction in (0.0, 0.5, 0.9):
         with pyro.validation_enabled(False):
             fit(MissingPixelModel(learner, learn=True).model,
                 AmortisedPixelGuide(learner, init=pixel_means, learn_encoder=True).guide,
-                (data, data_mask),
-                loss="tracegraph", optim=adam(3e-3, epochs), num_epochs=epochs, batch_size=256,
-                transform=binarize, seed=args.seed, progress=False)
+                (data, data_mask), loss="tracegraph", optim=decaying_adam(3e-3, 3e-4, epochs),
+                num_epochs=epochs, batch_size=256, transform=binarize, seed=args.seed,
+                progress=False)
             ll = evaluate.log_likelihood(learner.model, learner.guide, test_full[:1000], num_samples=100)
         metrics["learning"][name] = {"test_log_likelihood": ll.mean().item(), "epochs": epochs,
                                      "images": len(data)}

@@ -17,14 +17,13 @@ from pathlib import Path
 import torch
 
 import pyro
-import pyro.optim
 from pyro_lvm import evaluate
 from pyro_lvm.data import binarize, check_data, fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.diagnostics import psis_from_log_weights
 from pyro_lvm.infer import LOSSES, log_mean_exp, make_loss
 from pyro_lvm.models import VAE
 from pyro_lvm.plots import plot_curves, save_image_grid
-from pyro_lvm.train import fit
+from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--epochs", type=int, default=60)
@@ -54,9 +53,7 @@ x_test = fixed_binarization(load_mnist(args.data_dir, train=False, device=device
 check_data(x_train, "x_train", size=784, low=0.0, high=1.0)  # once, so the loop runs unvalidated
 
 vae = VAE(z_dim=args.z_dim, hidden_dims=args.hidden).to(device)
-gamma = (args.lr_final / args.lr) ** (1 / max(1, args.epochs - 1))
-optim = pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": args.lr},
-                                  "gamma": gamma})
+optim = decaying_adam(args.lr, args.lr_final, args.epochs)
 
 
 def test_elbo(epoch, history):

@@ -26,7 +26,7 @@ from pyro.optim.lr_scheduler import PyroLRScheduler
 from .data import check_data
 from .infer import make_loss
 
-__all__ = ["History", "fit", "load_checkpoint", "save_checkpoint"]
+__all__ = ["History", "decaying_adam", "fit", "load_checkpoint", "save_checkpoint"]
 
 
 @dataclass
@@ -105,6 +105,20 @@ def _as_tensors(data) -> tuple:
         if torch.is_floating_point(t):
             check_data(t, f"data[{i}]", ndim=None)
     return tensors
+
+
+def decaying_adam(lr: float, lr_final: float, num_epochs: int) -> PyroLRScheduler:
+    """Adam whose step size decays geometrically from ``lr`` (first epoch) to ``lr_final``
+    (last epoch); :func:`fit` steps the schedule once per epoch.
+
+    :raises ValueError: a step size that is not positive, or ``num_epochs`` < 1.
+    """
+    if lr <= 0 or lr_final <= 0 or num_epochs < 1:
+        raise ValueError(f"need lr > 0, lr_final > 0 and num_epochs >= 1, "
+                         f"got {lr}, {lr_final}, {num_epochs}")
+    gamma = (lr_final / lr) ** (1 / max(1, num_epochs - 1))
+    return pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
+                                     "gamma": gamma})
 
 
 def fit(

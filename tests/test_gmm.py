@@ -3,8 +3,6 @@ import pytest
 import torch
 from sklearn.mixture import GaussianMixture
 
-import pyro
-
 from pyro_lvm.models import gmm
 from pyro_lvm.train import fit
 

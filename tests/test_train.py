@@ -8,7 +8,7 @@ import pyro
 from pyro_lvm import evaluate
 from pyro_lvm.data import binarize, fixed_binarization
 from pyro_lvm.models import VAE
-from pyro_lvm.train import fit, load_checkpoint, save_checkpoint
+from pyro_lvm.train import decaying_adam, fit, load_checkpoint, save_checkpoint
 
 
 def _small_vae():
@@ -117,3 +117,20 @@ def test_full_batch_keeps_row_order_and_minibatches_cover_every_row():
     seen.clear()
     fit(model, guide, x, loss="elbo", num_epochs=1, batch_size=4, progress=False)
     assert sorted(torch.cat(seen).tolist()) == list(range(12))  # one permutation per epoch
+
+
+def test_decaying_adam_runs_epochs_from_lr_to_lr_final():
+    vae = _small_vae()
+    optim = decaying_adam(1e-2, 1e-4, 3)
+    seen = []
+
+    def lr_now(epoch, history):
+        schedulers = optim.optim_objs.values()
+        seen.append({s.optimizer.param_groups[0]["lr"] for s in schedulers})
+
+    fit(vae.model, vae.guide, torch.rand(64, 784), optim=optim, num_epochs=3, batch_size=32,
+        callback=lr_now, progress=False)
+    assert all(len(s) == 1 for s in seen)  # every parameter shares one step size per epoch
+    assert [s.pop() for s in seen] == pytest.approx([1e-2, 1e-3, 1e-4])
+    with pytest.raises(ValueError, match="lr_final > 0"):
+        decaying_adam(1e-3, 0.0, 10)

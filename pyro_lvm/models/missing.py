@@ -207,15 +207,13 @@ def inpaint(model: MissingPixelModel, x, mask, guide="meanfield", steps: int = 5
     :raises ValueError: bad images or mask (:func:`check_mask`), or an unknown guide.
     """
     check_mask(x, mask, model.vae.x_dim)
-    if guide == "meanfield":
-        guide = MeanFieldPixelGuide(model.vae, len(x)).to(x.device)
-    elif guide in ("amortized", "amortised"):
-        guide = AmortisedPixelGuide(model.vae).to(x.device)
-    elif not isinstance(guide, _PixelGuide):
-        raise ValueError(f"guide must be 'meanfield', 'amortized' or a pixel guide, got {guide!r}")
-    else:
-        steps = 0
-    if steps:
+    if not isinstance(guide, _PixelGuide):  # a trained pixel guide is applied as it is
+        if guide == "meanfield":
+            guide = MeanFieldPixelGuide(model.vae, len(x)).to(x.device)
+        elif guide in ("amortized", "amortised"):
+            guide = AmortisedPixelGuide(model.vae).to(x.device)
+        else:
+            raise ValueError(f"guide must be 'meanfield', 'amortized' or a pixel guide, got {guide!r}")
         fit(model.model, guide.guide, (x, mask), loss=loss, num_particles=num_particles, lr=lr,
             num_epochs=steps, batch_size=len(x), seed=seed, progress=False)
     phi = guide.probs(x, mask)
