@@ -43,6 +43,10 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--eval-samples", type=int, default=1000,
                     help="importance samples K per test image for log p(x)")
 args = parser.parse_args()
+try:
+    optim = decaying_adam(args.lr, args.lr_final, args.epochs)
+except ValueError as e:  # e.g. --lr inf: say so before loading data or training
+    parser.error(f"--lr/--lr-final/--epochs: {e}")
 
 device = resolve_device(args.device)
 out = Path(args.out)
@@ -53,10 +57,6 @@ x_test = fixed_binarization(load_mnist(args.data_dir, train=False, device=device
 check_data(x_train, "x_train", size=784, low=0.0, high=1.0)  # once, so the loop runs unvalidated
 
 vae = VAE(z_dim=args.z_dim, hidden_dims=args.hidden).to(device)
-try:
-    optim = decaying_adam(args.lr, args.lr_final, args.epochs)
-except ValueError as e:  # e.g. --lr inf: say so before any training
-    parser.error(f"--lr/--lr-final/--epochs: {e}")
 # What --resume cannot change: fit refuses a checkpoint made with other values (all listed).
 run_config = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "lr_final", "z_dim",
                                             "hidden", "loss", "num_particles", "seed")}
