@@ -46,23 +46,34 @@ def unique_name(prefix: str, name: str | None = None) -> str:
 
 
 def register(name: str, module: nn.Module) -> nn.Module:
-    """``pyro.module(name, module, update_module_params=True)``, refusing a store entry of
-    that name whose shape differs from the module's parameter (another model's, or one
-    left from a run with another architecture).  Host-side shape comparisons only: no
-    device sync, so it may run at every step.
+    """What ``pyro.module(name, module, update_module_params=True)`` does (each trainable
+    parameter becomes the ``pyro.param`` site ``name$$$<param name>``, and the module takes
+    what the store holds under that name), refusing a stored tensor whose shape differs
+    from the module's (another model's, or one left by a run with another architecture).
+    One loop in place of ``pyro.module``'s: the check costs no extra pass over the
+    parameters and no device sync, so it runs at every step.
 
-    :raises ValueError: naming the stored parameter, its shape and the module's.
+    :raises ValueError: naming the stored parameter, its shape and the module's; the
+        module is then left as it was.
     """
-    store = pyro.get_param_store()
+    taken = {}
     for param_name, p in module.named_parameters():
+        if not p.requires_grad:  # as pyro.module: frozen parameters are not trained
+            continue
         full = param_with_module_name(name, param_name)
-        if full in store and store[full].shape != p.shape:
-            raise ValueError(
-                f"Pyro's param store holds {full!r} of shape {tuple(store[full].shape)} but the "
-                f"module registering under {name!r} has shape {tuple(p.shape)}: a stale or foreign "
-                "parameter (another model's, or an old run's). Give each model its own name, or "
-                "pyro.clear_param_store() first.")
-    return pyro.module(name, module, update_module_params=True)
+        stored = pyro.param(full, p)  # registers p, or returns the store's tensor of that name
+        if stored is not p:
+            if stored.shape != p.shape:
+                raise ValueError(
+                    f"Pyro's param store holds {full!r} of shape {tuple(stored.shape)} but the "
+                    f"module registering under {name!r} has shape {tuple(p.shape)}: a stale or "
+                    "foreign parameter (another model's, or an old run's). Give each model its "
+                    "own name, or pyro.clear_param_store() first.")
+            taken[param_name] = stored
+    for param_name, stored in taken.items():  # only once every shape is known to agree
+        owner, _, leaf = param_name.rpartition(".")
+        (module.get_submodule(owner) if owner else module)._parameters[leaf] = stored
+    return module
 
 
 @contextmanager
