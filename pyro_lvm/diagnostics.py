@@ -75,8 +75,10 @@ def psis_from_log_weights(log_w: torch.Tensor) -> PSISResult:
     # Weights equal up to rounding (q is the exact posterior) have no tail to fit: arviz's
     # Pareto fit divides by their zero spread. They are bounded, so k = -inf and ESS = K.
     # Rounding grows with |log w| (hundreds of nats per image), so the tolerance is relative.
+    # A weight of 0 (log w = -inf) is no rounding: its spread is inf and never counts as constant.
+    spread = weights.amax(-1) - weights.amin(-1)
     ulp = torch.finfo(log_w.dtype).eps * weights.abs().amax(-1).clamp(min=1.0)
-    constant = (weights.amax(-1) - weights.amin(-1)) <= torch.clamp(CONSTANT_ULPS * ulp, min=1e-6)
+    constant = torch.isfinite(spread) & (spread <= torch.clamp(CONSTANT_ULPS * ulp, min=1e-6))
     khat = torch.where(constant, torch.tensor(-torch.inf, dtype=khat.dtype), khat)
     ess = torch.where(constant, torch.tensor(float(weights.shape[-1]), dtype=khat.dtype),
                       1.0 / torch.exp(2 * smoothed).sum(-1))

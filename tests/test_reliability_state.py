@@ -369,3 +369,6 @@ def test_psis_still_fits_a_tail_when_the_weights_vary():
     log_w = -100.0 + 0.5 * torch.randn(400, 20)  # spread ~3 nats: far above rounding
     result = diagnostics.psis_from_log_weights(log_w)
     assert torch.isfinite(result.khat).all() and (result.ess < 400).all()
+    log_w[0, 0] = -torch.inf  # one zero weight among constant ones: not a perfect proposal
+    log_w[1:, 0] = -100.0
+    assert diagnostics.psis_from_log_weights(log_w).khat[0] > -torch.inf
