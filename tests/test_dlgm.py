@@ -53,6 +53,11 @@ def test_burda_architectures():
     assert two.z_dims == (100, 50)
     assert [layer.out_features for layer in two.up[0] if isinstance(layer, torch.nn.Linear)] == [100, 100, 100]
     assert [layer.out_features for layer in two.down[0] if isinstance(layer, torch.nn.Linear)] == [100, 100, 200]
+    for layer in two.modules():  # Glorot-uniform weights, zero biases
+        if isinstance(layer, torch.nn.Linear):
+            bound = (6 / (layer.in_features + layer.out_features)) ** 0.5
+            assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+            assert (layer.bias == 0).all()
     mean = torch.full((784,), 0.2)
     one.init_output_bias(mean)
     assert torch.allclose(torch.sigmoid(one.decoder[-1].bias), mean, atol=1e-6)

@@ -16,13 +16,13 @@ All latent sites ``z1 .. zL`` sit in the data plate, so the importance-weighted 
 decoder, likelihood, input checks) is the VAE's; the layers above add one network pair each.
 With one layer it is the VAE (its single site named ``z1``).
 
-Architectures of Burda et al.'s MNIST experiments (:data:`BURDA_ARCHITECTURES`), read from the
-authors' code, github.com/yburda/iwae, ``experiments.py`` (``latent_units``, ``hidden_units_q``,
-``hidden_units_p``) and ``iwae.py`` (tanh hidden layers, ``nnet.random_linear_then_tanh_chain``):
-one layer 784-200-200-50; two layers 784-200-200-100-100-100-50 (guide ``z_1 -> z_2`` through
-two tanh layers of 100, model ``z_2 -> z_1`` likewise).  The authors' code predicts
-``sigma = exp(linear)``; here ``softplus(linear) + 1e-3`` as in the VAE (same family, a bounded
-gradient).
+Architectures of Burda et al.'s MNIST experiments (:data:`BURDA_ARCHITECTURES`; the paper's
+sec. 5.1, arXiv:1509.00519v4, and the authors' code, github.com/yburda/iwae ``experiments.py``):
+one stochastic layer of 50 units with two deterministic tanh layers of 200 between it and ``x``
+(784-200-200-50); two stochastic layers of 100 and 50 units, two tanh layers of 200 between ``x``
+and ``z_1`` and two of 100 between ``z_1`` and ``z_2``; the model mirrors the guide.  They apply
+an exp non-linearity to the predicted variances; here ``softplus(linear) + 1e-3`` predicts the
+standard deviations, as in the VAE (the same family, with a bounded gradient).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from .vae import _MIN_SCALE, VAE
 
 __all__ = ["BURDA_ARCHITECTURES", "DLGM", "active_units"]
 
-#: ``{layers: (z_dims, hidden_dims)}``, bottom layer first, of Burda et al. (2016), Table 1
-#: (sizes from the authors' code, experiments.py; see the module docstring).
+#: ``{layers: (z_dims, hidden_dims)}``, bottom layer first, of Burda et al. (2016), sec. 5.1
+#: (the same sizes in the authors' code, experiments.py).
 BURDA_ARCHITECTURES = {
     1: ((50,), ((200, 200),)),
     2: ((100, 50), ((200, 200), (100, 100))),
@@ -90,14 +90,20 @@ class DLGM(VAE):
 
     @classmethod
     def burda(cls, num_layers: int = 1, **kwargs) -> "DLGM":
-        """The MNIST architecture of Burda et al. (2016) with 1 or 2 stochastic layers.
+        """The MNIST architecture of Burda et al. (2016) with 1 or 2 stochastic layers, tanh
+        hidden units, Glorot-uniform weights and zero biases.
 
         :raises ValueError: another number of layers.
         """
         if num_layers not in BURDA_ARCHITECTURES:
             raise ValueError(f"Burda et al. use 1 or 2 stochastic layers, got {num_layers}")
         z_dims, hidden_dims = BURDA_ARCHITECTURES[num_layers]
-        return cls(z_dims=z_dims, hidden_dims=hidden_dims, **kwargs)
+        model = cls(z_dims=z_dims, hidden_dims=hidden_dims, **kwargs)
+        for layer in model.modules():  # "the heuristic of Glorot & Bengio (2010)", their sec. 5.1
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        return model
 
     @property
     def sites(self) -> list[str]:
