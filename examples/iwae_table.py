@@ -74,6 +74,7 @@ from pyro_lvm.infer import make_loss
 from pyro_lvm.models import DLGM
 from pyro_lvm.models.dlgm import active_units
 from pyro_lvm.plots import plot_curves
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import fit, load_checkpoint
 
 #: Burda et al. (2016), Table 1, MNIST (arXiv:1509.00519v4): (test NLL in nats, active units per
@@ -144,7 +145,8 @@ def train_run(name, args, x_train, x_test, device, deadline):
     config_file.write_text(json.dumps(config))
     lrs = schedule(args.epochs_scale)
     torch.manual_seed(args.seed)
-    model = DLGM.burda(layers).to(device)  # Glorot initialisation, seeded above
+    # One name for every row's model: a checkpoint resumes in any process, whichever rows ran before.
+    model = DLGM.burda(layers, name="dlgm").to(device)  # Glorot initialisation, seeded above
     model.init_output_bias(x_train.mean(0))
     test_subset = x_test[:1000]
 
@@ -171,10 +173,12 @@ def train_run(name, args, x_train, x_test, device, deadline):
     if time.time() > deadline - 30 * args.eval_minutes:
         print(f"{name}: trained, but less than --eval-minutes left; rerun with --resume to evaluate")
         return None
-    # The trained parameters: the param store as checkpointed; pyro.module copies them into the
-    # networks at the next model/guide call.
+    # The trained parameters: the param store as checkpointed, copied into the networks by one
+    # model/guide call (evaluation reads the networks, never the store).
     pyro.clear_param_store()
     pyro.get_param_store().set_state(load_checkpoint(ckpt, device)["param_store"])
+    model.guide(test_subset[:1])
+    model.model(test_subset[:1])
     return model
 
 
@@ -201,7 +205,7 @@ def evaluate_run(name, model, args, x_test, device):
         "test_size": len(x_test),
         **{key: getattr(args, key) for key in CONFIG_KEYS},
     }
-    (Path(args.out) / name / "result.json").write_text(json.dumps(result, indent=2))
+    write_metrics(Path(args.out) / name / "result.json", result)
     return result
 
 
@@ -247,7 +251,7 @@ def write_outputs(out):
         "reuse the VAE k=1 run (the same objective, as the paper notes).",
     ]
     (out / "table.md").write_text("\n".join(lines + notes) + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_metrics(out / "results.json", results)
     curves = {}
     for name in ROWS:
         if name == run_name(parse_row(name)) and (out / name / "checkpoint.pt").exists():
