@@ -182,7 +182,7 @@ def test_every_parameter_gets_a_gradient_from_each_loss(loss):
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
     names = set(pyro.get_param_store().keys())
-    assert {f"dlgm_{net}$$${n}" for net in ("encoder", "decoder", "up", "down")
+    assert {f"{m.name}_{net}$$${n}" for net in ("encoder", "decoder", "up", "down")
             for n, _ in getattr(m, net).named_parameters()} <= names
 
 

@@ -36,6 +36,7 @@ import pyro.distributions as dist
 from pyro.poutine.util import site_is_subsample
 
 from .common import data_plate, mlp
+from ..params import register, unique_name
 from .vae import _MIN_SCALE, VAE
 
 __all__ = ["BURDA_ARCHITECTURES", "DLGM", "active_units"]
@@ -62,7 +63,8 @@ class DLGM(VAE):
         is used by ``q(z_l | z_{l-1})`` (``z_0 = x``) and reversed by ``p(z_{l-1} | z_l)``.
     :param str likelihood: ``"bernoulli"`` (binary pixels) or ``"normal"``, as in the VAE.
     :param activation: hidden non-linearity (``nn.Tanh`` in Burda et al.).
-    :param str name: prefix of the parameter names in Pyro's param store.
+    :param str name: prefix of the parameter names in Pyro's param store (default ``dlgm_0``,
+        ``dlgm_1``, ... one per instance: :func:`pyro_lvm.params.unique_name`).
     :raises ValueError: no layer, a ``hidden_dims`` of another length than ``z_dims``, a
         non-positive size or an unknown likelihood.
 
@@ -72,7 +74,7 @@ class DLGM(VAE):
     """
 
     def __init__(self, x_dim: int = 784, z_dims=(50,), hidden_dims=((200, 200),),
-                 likelihood: str = "bernoulli", activation=nn.Tanh, name: str = "dlgm"):
+                 likelihood: str = "bernoulli", activation=nn.Tanh, name: str | None = None):
         z_dims = tuple(int(z) for z in z_dims)
         hidden_dims = tuple(tuple(int(h) for h in layer) for layer in hidden_dims)
         if not z_dims or len(hidden_dims) != len(z_dims):
@@ -80,7 +82,8 @@ class DLGM(VAE):
                              f"{z_dims} and hidden_dims {hidden_dims}")
         if any(z < 1 for z in z_dims) or any(h < 1 for layer in hidden_dims for h in layer):
             raise ValueError(f"z_dims and hidden_dims must be positive, got {z_dims}, {hidden_dims}")
-        super().__init__(x_dim, z_dims[0], hidden_dims[0], likelihood, activation, name)
+        super().__init__(x_dim, z_dims[0], hidden_dims[0], likelihood, activation,
+                         unique_name("dlgm", name))
         self.z_dims = z_dims
         # up[i]: q(z_{i+2} | z_{i+1}); down[i]: p(z_{i+1} | z_{i+2}).
         self.up = nn.ModuleList(mlp((z_in, *h, 2 * z_out), activation)
@@ -125,9 +128,9 @@ class DLGM(VAE):
 
     def model(self, x: torch.Tensor, num_data: int | None = None):
         self._check(x)
-        pyro.module(f"{self.name}_decoder", self.decoder, update_module_params=True)
+        register(f"{self.name}_decoder", self.decoder)
         if len(self.down):
-            pyro.module(f"{self.name}_down", self.down, update_module_params=True)
+            register(f"{self.name}_down", self.down)
         top = self.z_dims[-1]
         prior = dist.Normal(x.new_zeros(top), x.new_ones(top)).to_event(1)
         with data_plate(x, num_data):
@@ -137,9 +140,9 @@ class DLGM(VAE):
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
-        pyro.module(f"{self.name}_encoder", self.encoder, update_module_params=True)
+        register(f"{self.name}_encoder", self.encoder)
         if len(self.up):
-            pyro.module(f"{self.name}_up", self.up, update_module_params=True)
+            register(f"{self.name}_up", self.up)
         # The encoder runs once per batch; particles broadcast from z_1 upwards.
         loc, scale = self.encode(x)
         with data_plate(x, num_data):
