@@ -145,8 +145,7 @@ def train_run(name, args, x_train, x_test, device, deadline):
     config_file.write_text(json.dumps(config))
     lrs = schedule(args.epochs_scale)
     torch.manual_seed(args.seed)
-    # One name for every row's model: a checkpoint resumes in any process, whichever rows ran before.
-    model = DLGM.burda(layers, name="dlgm").to(device)  # Glorot initialisation, seeded above
+    model = DLGM.burda(layers, name=name).to(device)  # Glorot initialisation, seeded above
     model.init_output_bias(x_train.mean(0))
     test_subset = x_test[:1000]
 
@@ -167,7 +166,7 @@ def train_run(name, args, x_train, x_test, device, deadline):
         history = fit(model.model, model.guide, x_train, loss=make_loss(OBJECTIVES[loss], k),
                       optim=staged_adam(lrs, args.beta1), num_epochs=done + more,
                       batch_size=args.batch_size, transform=binarize, seed=args.seed,
-                      checkpoint=ckpt, resume=done > 0, callback=test_elbo,
+                      checkpoint=ckpt, resume=done > 0, config=config, callback=test_elbo,
                       progress=args.progress)
         per_epoch, done = max(history.seconds[-more:]), history.epoch[-1]
     if time.time() > deadline - 30 * args.eval_minutes:

@@ -63,8 +63,8 @@ class DLGM(VAE):
         is used by ``q(z_l | z_{l-1})`` (``z_0 = x``) and reversed by ``p(z_{l-1} | z_l)``.
     :param str likelihood: ``"bernoulli"`` (binary pixels) or ``"normal"``, as in the VAE.
     :param activation: hidden non-linearity (``nn.Tanh`` in Burda et al.).
-    :param str name: prefix of the parameter names in Pyro's param store (default
-        ``dlgm_0``, ``dlgm_1``, ... one per instance: :func:`pyro_lvm.params.unique_name`).
+    :param str name: prefix of the parameter names in Pyro's param store (default ``dlgm_0``,
+        ``dlgm_1``, ... one per instance: :func:`pyro_lvm.params.unique_name`).
     :raises ValueError: no layer, a ``hidden_dims`` of another length than ``z_dims``, a
         non-positive size or an unknown likelihood.
 
