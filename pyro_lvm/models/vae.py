@@ -19,10 +19,9 @@ from torch import nn
 
 import pyro
 import pyro.distributions as dist
-from pyro.infer.util import is_validation_enabled
 
-from ..data import check_data
-from .common import data_plate, mlp
+from ..data import check_data, check_size
+from .common import check_values, data_plate, mlp
 
 __all__ = ["VAE"]
 
@@ -41,11 +40,14 @@ class VAE(nn.Module):
         or grey levels read as probabilities), ``"normal"`` for real data.
     :param activation: the hidden-layer non-linearity (a ``nn.Module`` class).
     :param str name: prefix of the parameter names in Pyro's param store.
-    :raises ValueError: a non-positive size or an unknown likelihood.
+    :raises ValueError: a size that is not a positive integer, or an unknown likelihood.
 
     ``model(x, num_data=None)`` and ``guide(x, num_data=None)`` take ``x`` of
     shape ``(B, x_dim)``; ``num_data`` is the full data set size when ``x`` is a
-    minibatch (the plate then scales the likelihood by ``num_data / B``).
+    minibatch (the plate then scales the likelihood by ``num_data / B``).  Both
+    raise ``ValueError`` for ``x`` of another shape or dtype than the parameters',
+    and for NaN/inf or (Bernoulli) values outside [0, 1]: always in evaluation, in
+    training when Pyro's validation is on (``fit`` checks the data set once).
     """
 
     def __init__(
@@ -58,11 +60,8 @@ class VAE(nn.Module):
         name: str = "vae",
     ):
         super().__init__()
-        hidden_dims = tuple(int(h) for h in hidden_dims)
-        if x_dim < 1 or z_dim < 1 or any(h < 1 for h in hidden_dims):
-            raise ValueError(
-                f"x_dim, z_dim and hidden_dims must be positive, got {x_dim}, {z_dim}, {hidden_dims}"
-            )
+        x_dim, z_dim = check_size("x_dim", x_dim), check_size("z_dim", z_dim)
+        hidden_dims = tuple(check_size("hidden_dims[]", h) for h in hidden_dims)
         if likelihood not in _LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
         self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, name
@@ -71,11 +70,14 @@ class VAE(nn.Module):
         self.decoder = mlp((z_dim, *reversed(hidden_dims), out), activation)
 
     def _check(self, x: torch.Tensor) -> None:
-        if x.dim() != 2 or x.shape[-1] != self.x_dim:
-            raise ValueError(f"x must have shape (B, {self.x_dim}), got {tuple(x.shape)}")
-        if is_validation_enabled():  # value checks cost a device sync; Pyro's switch turns them off
-            low, high = (0.0, 1.0) if self.likelihood == "bernoulli" else (None, None)
-            check_data(x, "x", size=self.x_dim, low=low, high=high)
+        """Shape and dtype on every call, values as :func:`~.common.check_values` says."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
+            raise ValueError(f"x must have shape (B, {self.x_dim}), got "
+                             f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        low, high = (0.0, 1.0) if self.likelihood == "bernoulli" else (None, None)
+        check_data(x, "x", size=self.x_dim, low=low, high=high,
+                   dtype=self.encoder[0].weight.dtype,
+                   values=check_values())
 
     def encode(self, x: torch.Tensor):
         """Parameters of the guide: ``(loc, scale)``, each ``(..., z_dim)``."""
@@ -104,6 +106,7 @@ class VAE(nn.Module):
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
+        self._check(x)  # the guide runs first: bad data must not reach the encoder
         pyro.module(f"{self.name}_encoder", self.encoder, update_module_params=True)
         # The encoder runs once per batch; a particle plate around the guide
         # broadcasts the Normal, so K particles cost one encoder pass.
@@ -114,10 +117,12 @@ class VAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of p(x | z = posterior mean), ``(N, x_dim)``."""
+        self._check(x)
         return self.decode(self.encode(x)[0])
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Means of p(x | z) for ``n`` prior draws of z, ``(n, x_dim)``."""
+        n = check_size("n", n)
         device = next(self.parameters()).device
         return self.decode(torch.randn(n, self.z_dim, device=device, generator=generator))
