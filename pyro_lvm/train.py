@@ -182,6 +182,9 @@ def fit(
             raise ValueError(f"{arg} must be callable, got {type(value).__name__}")
     if not isinstance(loss, str) and not callable(getattr(loss, "loss_and_grads", None)):
         raise ValueError(f"loss must be a name or an ELBO object, got {type(loss).__name__}")
+    owner = getattr(model, "__self__", None)  # a model method of a module that checks its data
+    if transform is None and callable(getattr(owner, "check_inputs", None)):
+        owner.check_inputs(*tensors, values=True)  # all values once; per step Pyro's switch decides
     n, device = tensors[0].shape[0], tensors[0].device
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")

@@ -134,7 +134,8 @@ NAN[1, 2] = float("nan")
 CASES = {
     # train.fit: sizes, and data the guide would have run on before the model's check
     "fit num_particles=2.5": (lambda: fit(binary(), num_particles=2.5), "num_particles"),
-    "fit batch_size=-1": (lambda: fit(binary(), batch_size=-1), "batch_size"),
+    "log_weights batch_size=-1": (lambda: evaluate("log_weights", binary(), num_samples=2,
+                                                   batch_size=-1), "batch_size"),
     "fit batch_size=2.5": (lambda: fit(binary(), batch_size=2.5), "batch_size"),
     "fit num_epochs=1.5": (lambda: fit(binary(), num_epochs=1.5), "num_epochs"),
     "fit width 5 for x_dim 6": (lambda: fit(binary(8, 5)), r"x must have shape \(B, 6\)"),

@@ -91,12 +91,13 @@ class MissingPixelModel(nn.Module):
             raise ValueError("the missing-pixel model needs a Bernoulli VAE")
         self.vae, self.learn = vae, learn
 
-    def _check(self, x, mask):
+    def check_inputs(self, x, mask, values: bool | None = None) -> None:
+        """:func:`check_mask` with the VAE's width and dtype; values as ``VAE.check_inputs``."""
         check_mask(x, mask, self.vae.x_dim, dtype=self.vae.encoder[0].weight.dtype,
-                   values=check_values())
+                   values=check_values() if values is None else values)
 
     def model(self, x, mask, num_data=None):
-        self._check(x, mask)
+        self.check_inputs(x, mask)
         if self.learn:
             pyro.module(f"{self.vae.name}_decoder", self.vae.decoder, update_module_params=True)
         prior = dist.Normal(x.new_zeros(self.vae.z_dim), 1.0).to_event(1)
@@ -110,7 +111,7 @@ class MissingPixelModel(nn.Module):
     def prior_guide(self, x, mask, num_data=None):
         """The model's own prior as proposal: ``z ~ p(z)``, hidden pixels ``~ p(x_i | z)``;
         the importance weight is then ``p(x_observed | z)``."""
-        self._check(x, mask)
+        self.check_inputs(x, mask)
         prior = dist.Normal(x.new_zeros(self.vae.z_dim), 1.0).to_event(1)
         with data_plate(x, num_data, dim=-2):
             z = pyro.sample("z", prior)

@@ -55,8 +55,11 @@ def _check_params(x, W, mean, noise_scale, latent_scale):
     """The door of the closed forms: data and parameters of agreeing shapes and dtype,
     scales positive; returns ``(sigma, nu)`` as tensors of the data's dtype."""
     check_data(W, "W")
-    check_data(x, "x", size=W.shape[0], dtype=W.dtype)
-    check_data(mean, "mean", ndim=1, size=W.shape[0], dtype=W.dtype)
+    check_data(x, "x", dtype=W.dtype)
+    if W.shape[0] != x.shape[1]:
+        raise ValueError(f"W must be (D, q) with D={x.shape[1]} (the columns of x), got "
+                         f"{tuple(W.shape)}")
+    check_data(mean, "mean", ndim=1, size=x.shape[1], dtype=x.dtype)
     sigma, nu = _as_tensor(noise_scale, x), _as_tensor(latent_scale, x)
     if sigma.numel() != 1 or nu.numel() != 1 or not bool((sigma > 0) & (nu > 0)) \
             or not bool(torch.isfinite(sigma) & torch.isfinite(nu)):

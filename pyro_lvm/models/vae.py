@@ -69,15 +69,20 @@ class VAE(nn.Module):
         self.encoder = mlp((x_dim, *hidden_dims, 2 * z_dim), activation)
         self.decoder = mlp((z_dim, *reversed(hidden_dims), out), activation)
 
-    def _check(self, x: torch.Tensor) -> None:
-        """Shape and dtype on every call, values as :func:`~.common.check_values` says."""
+    def check_inputs(self, x: torch.Tensor, values: bool | None = None) -> None:
+        """Reject ``x`` the model cannot take: shape and dtype on every call, values
+        (NaN/inf, Bernoulli range) when ``values``, by default as
+        :func:`~.common.check_values` says (:func:`~pyro_lvm.train.fit` asks for them once).
+
+        :raises ValueError: naming ``x`` and what was expected.
+        """
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
             raise ValueError(f"x must have shape (B, {self.x_dim}), got "
                              f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
         low, high = (0.0, 1.0) if self.likelihood == "bernoulli" else (None, None)
         check_data(x, "x", size=self.x_dim, low=low, high=high,
                    dtype=self.encoder[0].weight.dtype,
-                   values=check_values())
+                   values=check_values() if values is None else values)
 
     def encode(self, x: torch.Tensor):
         """Parameters of the guide: ``(loc, scale)``, each ``(..., z_dim)``."""
@@ -98,7 +103,7 @@ class VAE(nn.Module):
         return self.likelihood_dist(z).mean
 
     def model(self, x: torch.Tensor, num_data: int | None = None):
-        self._check(x)
+        self.check_inputs(x)
         pyro.module(f"{self.name}_decoder", self.decoder, update_module_params=True)
         prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
         with data_plate(x, num_data):
@@ -106,7 +111,7 @@ class VAE(nn.Module):
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
-        self._check(x)  # the guide runs first: bad data must not reach the encoder
+        self.check_inputs(x)  # the guide runs first: bad data must not reach the encoder
         pyro.module(f"{self.name}_encoder", self.encoder, update_module_params=True)
         # The encoder runs once per batch; a particle plate around the guide
         # broadcasts the Normal, so K particles cost one encoder pass.
@@ -117,7 +122,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of p(x | z = posterior mean), ``(N, x_dim)``."""
-        self._check(x)
+        self.check_inputs(x)
         return self.decode(self.encode(x)[0])
 
     @torch.no_grad()
