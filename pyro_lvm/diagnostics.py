@@ -55,7 +55,9 @@ def psis_from_log_weights(log_w: torch.Tensor) -> PSISResult:
 
     :raises ValueError: not a floating ``(K >= 2, N)`` tensor, or NaN/+inf weights.
     """
-    check_data(log_w, "log_w", min_rows=2, values=False)
+    check_data(log_w, "log_w", values=False)
+    if log_w.shape[0] < 2:
+        raise ValueError(f"log weights log_w must be (K >= 2, N), got {tuple(log_w.shape)}")
     if bool(torch.isnan(log_w).any() | (log_w == torch.inf).any()):  # -inf: a zero weight
         raise ValueError("log_w contains NaN or +inf values")
     az = import_arviz()
