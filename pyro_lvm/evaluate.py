@@ -16,6 +16,7 @@ import torch
 
 from .data import check_data, check_size
 from .infer import IWAE
+from .params import isolated_param_store
 
 __all__ = ["cluster_accuracy", "elbo", "log_likelihood", "log_weights"]
 
@@ -69,7 +70,10 @@ def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, **kwar
     level = pyro_logger.level
     pyro_logger.setLevel(max(level, logging.WARNING))
     try:
-        yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
+        # A store of its own: the modules' parameters are scored, never another model's
+        # that happens to share their names in the global store (or a training run's).
+        with isolated_param_store():
+            yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
     finally:
         pyro_logger.setLevel(level)
 

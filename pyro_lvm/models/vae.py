@@ -21,6 +21,7 @@ import pyro
 import pyro.distributions as dist
 
 from ..data import check_data, check_size
+from ..params import register, unique_name
 from .common import check_values, data_plate, mlp
 
 __all__ = ["VAE"]
@@ -39,7 +40,8 @@ class VAE(nn.Module):
     :param str likelihood: ``"bernoulli"`` for data in [0, 1] (binary pixels,
         or grey levels read as probabilities), ``"normal"`` for real data.
     :param activation: the hidden-layer non-linearity (a ``nn.Module`` class).
-    :param str name: prefix of the parameter names in Pyro's param store.
+    :param str name: prefix of the parameter names in Pyro's param store (default
+        ``vae_0``, ``vae_1``, ... one per instance: :func:`pyro_lvm.params.unique_name`).
     :raises ValueError: a size that is not a positive integer, or an unknown likelihood.
 
     ``model(x, num_data=None)`` and ``guide(x, num_data=None)`` take ``x`` of
@@ -57,14 +59,14 @@ class VAE(nn.Module):
         hidden_dims=(400,),
         likelihood: str = "bernoulli",
         activation=nn.Softplus,
-        name: str = "vae",
+        name: str | None = None,
     ):
         super().__init__()
         x_dim, z_dim = check_size("x_dim", x_dim), check_size("z_dim", z_dim)
         hidden_dims = tuple(check_size("hidden_dims[]", h) for h in hidden_dims)
         if likelihood not in _LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
-        self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, name
+        self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, unique_name("vae", name)
         out = x_dim if likelihood == "bernoulli" else 2 * x_dim
         self.encoder = mlp((x_dim, *hidden_dims, 2 * z_dim), activation)
         self.decoder = mlp((z_dim, *reversed(hidden_dims), out), activation)
@@ -104,7 +106,7 @@ class VAE(nn.Module):
 
     def model(self, x: torch.Tensor, num_data: int | None = None):
         self.check_inputs(x)
-        pyro.module(f"{self.name}_decoder", self.decoder, update_module_params=True)
+        register(f"{self.name}_decoder", self.decoder)
         prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
         with data_plate(x, num_data):
             z = pyro.sample("z", prior)
@@ -112,7 +114,7 @@ class VAE(nn.Module):
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
         self.check_inputs(x)  # the guide runs first: bad data must not reach the encoder
-        pyro.module(f"{self.name}_encoder", self.encoder, update_module_params=True)
+        register(f"{self.name}_encoder", self.encoder)
         # The encoder runs once per batch; a particle plate around the guide
         # broadcasts the Normal, so K particles cost one encoder pass.
         loc, scale = self.encode(x)
