@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import pyro
+from pyro_lvm.cli import nonnegative_int, positive_int
 from pyro_lvm import evaluate
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist
 from pyro_lvm.infer import make_loss
@@ -35,15 +36,15 @@ from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--test-images", type=int, default=1000)
-parser.add_argument("--epochs", type=int, default=10, help="epochs for the joint VAE")
-parser.add_argument("--meanfield-steps", type=int, default=1000)
-parser.add_argument("--amortised-epochs", type=int, default=10, help="on the 60,000 training images")
-parser.add_argument("--samples", type=int, default=100, help="K for log p(x_bottom)")
-parser.add_argument("--learning-steps", type=int, default=470, help="SVI steps per missing-data run")
+parser.add_argument("--test-images", type=positive_int, default=1000)
+parser.add_argument("--epochs", type=positive_int, default=10, help="epochs for the joint VAE")
+parser.add_argument("--meanfield-steps", type=positive_int, default=1000)
+parser.add_argument("--amortised-epochs", type=positive_int, default=10, help="on the 60,000 training images")
+parser.add_argument("--samples", type=positive_int, default=100, help="K for log p(x_bottom)")
+parser.add_argument("--learning-steps", type=positive_int, default=470, help="SVI steps per missing-data run")
 parser.add_argument("--data-dir", default=None)
 parser.add_argument("--out", default="results/missing_pixels")
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--seed", type=nonnegative_int, default=0)
 args = parser.parse_args()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)

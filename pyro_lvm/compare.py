@@ -24,6 +24,7 @@ import pyro
 from pyro import poutine
 
 from . import evaluate
+from .data import check_data, check_size
 from .plots import plt
 from .train import fit
 
@@ -89,7 +90,20 @@ def compare_losses(model, guide, data, losses: dict, *, num_draws: int = 50, tra
         ``log p(x)`` at the current parameters (used instead of importance sampling).
     :returns: one dict per loss: ``loss``, ``bound``, ``bound_se`` (nats per point),
         ``ms_per_step``, ``{group}_variance``, ``{group}_snr``, and ``test_log_likelihood``.
+    :raises ValueError: bad data (:func:`~pyro_lvm.data.check_data`), counts that are not
+        integers (``num_draws`` >= 2), or no losses.
     """
+    check_data(data, "data", ndim=None)
+    num_draws = check_size("num_draws", num_draws, 2)  # a variance needs two draws
+    train_steps, timing_steps = check_size("train_steps", train_steps, 0), check_size("timing_steps", timing_steps)
+    eval_samples = check_size("eval_samples", eval_samples)
+    if batch_size is not None:
+        batch_size = check_size("batch_size", batch_size)
+    if not isinstance(losses, dict) or not losses:
+        raise ValueError(f"losses must be a non-empty dict {{label: loss}}, got {losses!r}")
+    for d, label in ((train_data, "train_data"), (test_data, "test_data")):
+        if d is not None:
+            check_data(d, label, ndim=None)
     n = data.shape[0]
     pyro.set_rng_seed(seed)
     losses = {k: v if isinstance(v, tuple) else (v, guide) for k, v in losses.items()}

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from .data import check_data, check_size
 from .infer import IWAE
 from .params import isolated_param_store
 
@@ -29,15 +30,34 @@ def _rows(data) -> tuple:
         raise ValueError("x must be a tensor (N, ...) or a tuple of tensors sharing N")
     if any(t.shape[0] != tensors[0].shape[0] for t in tensors):
         raise ValueError(f"data tensors must share N, got {[tuple(t.shape) for t in tensors]}")
+    for i, t in enumerate(tensors):  # values once per call, so Pyro's validation may be off
+        if torch.is_floating_point(t):
+            check_data(t, "x" if len(tensors) == 1 else f"x[{i}]", ndim=None)
+        elif t.numel() == 0:
+            raise ValueError(f"x[{i}] is empty, got shape {tuple(t.shape)}")
     return tensors
 
 
-def _chunks(model, guide, data, num_samples, batch_size, max_elements, **kwargs):
+def _checked(model, guide, data, num_samples, batch_size, max_elements, name="num_samples"):
+    """The door of every evaluation: ``(tensors, num_samples, batch_size, max_elements)``
+    checked, before any work.
+
+    :raises ValueError: naming the bad argument.
+    """
+    if not callable(model) or not callable(guide):
+        raise ValueError(f"model and guide must be callable, got {type(model).__name__} and "
+                         f"{type(guide).__name__}")
+    num_samples = check_size(name, num_samples)
+    max_elements = check_size("max_elements", max_elements)
+    if batch_size is not None:
+        batch_size = check_size("batch_size", batch_size)
+    return _rows(data), num_samples, batch_size, max_elements
+
+
+def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, **kwargs):
     """Yield ``(rows, log_w)`` with ``log_w`` of shape ``(k, len(rows))``; the
-    particle chunks of each row block add up to ``num_samples``."""
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    tensors = _rows(data)
+    particle chunks of each row block add up to ``num_samples``.  Arguments as
+    returned by :func:`_checked`."""
     n = tensors[0].shape[0]
     width = max(1, tensors[0][0].numel())
     # Default: all rows in one block when they fit (guides with local parameters need every
@@ -81,8 +101,12 @@ def log_weights(model, guide, x, num_samples: int = 1000, *, batch_size=None,
 
     For diagnostics that need every weight (PSIS); :func:`log_likelihood` reduces
     them on the fly instead of storing them.
+
+    :raises ValueError: as :func:`log_likelihood`.
     """
-    n = _rows(x)[0].shape[0]
+    x, num_samples, batch_size, max_elements = _checked(model, guide, x, num_samples, batch_size,
+                                                        max_elements)
+    n = x[0].shape[0]
     out, filled = None, {}
     for rows, log_w in _chunks(model, guide, x, num_samples, batch_size, max_elements, **kwargs):
         if out is None:
@@ -111,9 +135,12 @@ def log_likelihood(model, guide, x, num_samples: int = 5000, *, batch_size=None,
         With an amortised guide a small block (e.g. 100) is faster: the encoder then runs
         once per block for many particles.
     :param int max_elements: bound on particles x points x features per pass.
-    :raises ValueError: ``num_samples`` < 1, or sites outside one data plate.
+    :raises ValueError: ``num_samples``, ``batch_size`` or ``max_elements`` not an integer
+        >= 1, data that are empty, NaN/inf or of unequal N, or sites outside one data plate.
     """
-    n = _rows(x)[0].shape[0]
+    x, num_samples, batch_size, max_elements = _checked(model, guide, x, num_samples, batch_size,
+                                                        max_elements)
+    n = x[0].shape[0]
     total = None
     for rows, log_w in _chunks(model, guide, x, num_samples, batch_size, max_elements, **kwargs):
         if total is None:
@@ -126,11 +153,14 @@ def elbo(model, guide, x, num_particles: int = 1, *, batch_size=None,
          max_elements: int = MAX_ELEMENTS, **kwargs) -> torch.Tensor:
     """Monte Carlo ELBO per data point, nats, ``(N,)``: the mean of ``log w_nk``
     over ``num_particles`` draws (``E_q[log p(x_n, z) - log q(z | x_n)]``, a lower
-    bound on ``log p(x_n)``; Jordan et al. 1999)."""
-    n = _rows(x)[0].shape[0]
+    bound on ``log p(x_n)``; Jordan et al. 1999).
+
+    :raises ValueError: as :func:`log_likelihood`, for ``num_particles``."""
+    x, num_particles, batch_size, max_elements = _checked(model, guide, x, num_particles,
+                                                          batch_size, max_elements, "num_particles")
+    n = x[0].shape[0]
     total = None
-    for rows, log_w in _chunks(model, guide, x, num_particles, batch_size, max_elements,
-                               **kwargs):
+    for rows, log_w in _chunks(model, guide, x, num_particles, batch_size, max_elements, **kwargs):
         if total is None:
             total = log_w.new_zeros(n)
         total[rows] += log_w.sum(0)
@@ -142,13 +172,19 @@ def cluster_accuracy(labels, clusters) -> float:
     algorithm (``scipy.optimize.linear_sum_assignment``), equals their label.
 
     :param labels, clusters: integer sequences of length N (tensors or arrays).
+    :raises ValueError: unequal lengths, empty, or not non-negative integers.
     """
     import numpy as np
     from scipy.optimize import linear_sum_assignment
 
     labels, clusters = np.asarray(torch.as_tensor(labels).cpu()), np.asarray(torch.as_tensor(clusters).cpu())
-    if labels.shape != clusters.shape or labels.ndim != 1:
-        raise ValueError(f"labels and clusters must be two (N,) sequences, got {labels.shape}, {clusters.shape}")
+    if labels.shape != clusters.shape or labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels and clusters must be two non-empty (N,) sequences, got "
+                         f"{labels.shape}, {clusters.shape}")
+    for name, v in (("labels", labels), ("clusters", clusters)):
+        if v.dtype.kind not in "iu" or v.min() < 0:
+            raise ValueError(f"{name} must be non-negative integers, got dtype {v.dtype}, "
+                             f"min {v.min()}")
     counts = np.zeros((clusters.max() + 1, labels.max() + 1))
     np.add.at(counts, (clusters, labels), 1)
     rows, cols = linear_sum_assignment(-counts)

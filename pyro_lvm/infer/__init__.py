@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
+from ..data import check_size
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
 from .losses import DReG, IWAE, TraceGraph, VIMCO, score_function_guide
 
@@ -62,10 +63,12 @@ def make_loss(name: str, num_particles: int = 1, **options):
     :param int num_particles: K; the K-particle losses draw them in one vectorised pass.
     :param options: passed to the loss class (e.g. ``baseline="none"`` for
         ``tracegraph``, ``max_plate_nesting`` for ``enum``).
-    :raises ValueError: an unknown name or ``num_particles`` < 1.
+    :raises ValueError: an unknown name or option, or ``num_particles`` not an integer >= 1.
     """
-    if name not in LOSSES:
+    if not isinstance(name, str) or name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    if int(num_particles) < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    return LOSSES[name](num_particles=int(num_particles), **options)
+    num_particles = check_size("num_particles", num_particles)
+    try:
+        return LOSSES[name](num_particles=num_particles, **options)
+    except TypeError as err:  # an option the loss class does not take
+        raise ValueError(f"loss {name!r} does not take the options {sorted(options)}: {err}") from err

@@ -127,7 +127,7 @@ class DLGM(VAE):
         self.decoder[-1].bias.copy_(torch.logit(x_mean.clamp(1e-3, 1 - 1e-3)))
 
     def model(self, x: torch.Tensor, num_data: int | None = None):
-        self._check(x)
+        self.check_inputs(x)
         register(f"{self.name}_decoder", self.decoder)
         if len(self.down):
             register(f"{self.name}_down", self.down)
@@ -140,6 +140,7 @@ class DLGM(VAE):
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
+        self.check_inputs(x)  # the guide runs first: bad data must not reach the encoder
         register(f"{self.name}_encoder", self.encoder)
         if len(self.up):
             register(f"{self.name}_up", self.up)

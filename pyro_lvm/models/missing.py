@@ -32,10 +32,10 @@ import pyro.distributions as dist
 from pyro import poutine
 
 from .. import evaluate
-from ..data import MNIST_SHAPE, check_data
+from ..data import MNIST_SHAPE, check_data, check_size
 from ..params import isolated_param_store, register, unique_name
 from ..train import fit
-from .common import check_local_rows, data_plate, mlp
+from .common import check_local_rows, check_values, data_plate, mlp
 from .vae import VAE
 
 __all__ = [
@@ -46,24 +46,32 @@ __all__ = [
 
 def top_half_mask(n: int, device="cpu") -> torch.Tensor:
     """``(n, 784)`` boolean mask hiding the top 14 of 28 rows of every image."""
+    n = check_size("n", n)
     height, width = MNIST_SHAPE
     one = torch.zeros(height, width, dtype=torch.bool, device=device)
     one[: height // 2] = True
     return one.reshape(1, -1).expand(n, -1).clone()
 
 
-def check_mask(x: torch.Tensor, mask: torch.Tensor, x_dim: int) -> None:
+def check_mask(x: torch.Tensor, mask: torch.Tensor, x_dim: int, *, dtype=None,
+               values: bool = True) -> None:
     """Reject what the missing-pixel model cannot take.
 
+    :param dtype: the floating dtype ``x`` must have (the VAE's), or None for any.
+    :param bool values: also check the values (a device sync; see
+        :func:`~pyro_lvm.models.common.check_values`), not only shapes and dtypes.
     :raises ValueError: ``x`` not ``(N, x_dim)``, non-binary observed pixels, NaN/inf,
         a mask of another shape or not boolean, or an image with every pixel hidden.
     """
-    check_data(x, "x", size=x_dim)
+    check_data(x, "x", size=x_dim, dtype=dtype, values=values)
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         raise ValueError(f"mask must be a boolean tensor (True = hidden), got "
-                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
+                         f"{getattr(mask, 'dtype', type(mask).__name__)}; convert it with "
+                         "mask.bool()")
     if mask.shape != x.shape:
         raise ValueError(f"mask must have the shape of x {tuple(x.shape)}, got {tuple(mask.shape)}")
+    if not values:
+        return
     if bool(mask.all(1).any()):
         raise ValueError("a mask hides every pixel of an image: nothing is observed")
     if bool(((x != 0) & (x != 1) & ~mask).any()):
@@ -84,10 +92,13 @@ class MissingPixelModel(nn.Module):
             raise ValueError("the missing-pixel model needs a Bernoulli VAE")
         self.vae, self.learn = vae, learn
 
+    def check_inputs(self, x, mask, values: bool | None = None) -> None:
+        """:func:`check_mask` with the VAE's width and dtype; values as ``VAE.check_inputs``."""
+        check_mask(x, mask, self.vae.x_dim, dtype=self.vae.encoder[0].weight.dtype,
+                   values=check_values() if values is None else values)
+
     def model(self, x, mask, num_data=None):
-        if x.dim() != 2 or x.shape != mask.shape or x.shape[-1] != self.vae.x_dim:
-            raise ValueError(f"x and mask must both be (B, {self.vae.x_dim}), got "
-                             f"{tuple(x.shape)} and {tuple(mask.shape)}")
+        self.check_inputs(x, mask)
         if self.learn:
             register(f"{self.vae.name}_decoder", self.vae.decoder)
         prior = dist.Normal(x.new_zeros(self.vae.z_dim), 1.0).to_event(1)
@@ -101,6 +112,7 @@ class MissingPixelModel(nn.Module):
     def prior_guide(self, x, mask, num_data=None):
         """The model's own prior as proposal: ``z ~ p(z)``, hidden pixels ``~ p(x_i | z)``;
         the importance weight is then ``p(x_observed | z)``."""
+        self.check_inputs(x, mask)
         prior = dist.Normal(x.new_zeros(self.vae.z_dim), 1.0).to_event(1)
         with data_plate(x, num_data, dim=-2):
             z = pyro.sample("z", prior)
@@ -127,6 +139,8 @@ class _PixelGuide(nn.Module):
             return torch.where(mask, torch.sigmoid(self.logits(x, mask)), x)
 
     def guide(self, x, mask, num_data=None):
+        check_mask(x, mask, self.vae.x_dim, dtype=self.vae.encoder[0].weight.dtype,
+                   values=check_values())  # the guide runs first: before any network
         register(self.name, self.pixels)
         if self.learn_encoder:
             register(f"{self.vae.name}_encoder", self.vae.encoder)
@@ -189,7 +203,13 @@ class AmortisedPixelGuide(_PixelGuide):
 def pixel_log_prob(probs: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``log q(x_hidden)`` under independent Bernoulli(probs) pixels, summed over the hidden
     pixels of each image: nats per image, ``(N,)``.  Probabilities are clamped to
-    [1e-6, 1 - 1e-6] so that a confident wrong pixel costs at most 13.8 nats."""
+    [1e-6, 1 - 1e-6] so that a confident wrong pixel costs at most 13.8 nats.
+
+    :raises ValueError: as :func:`check_mask`, or ``probs`` not in [0, 1] of ``x``'s shape."""
+    check_mask(x, mask, x.shape[-1] if isinstance(x, torch.Tensor) else 0)
+    check_data(probs, "probs", size=x.shape[-1], low=0.0, high=1.0)
+    if probs.shape[-2:] != x.shape:
+        raise ValueError(f"probs must have the shape of x {tuple(x.shape)}, got {tuple(probs.shape)}")
     lp = dist.Bernoulli(probs=probs.clamp(1e-6, 1 - 1e-6)).log_prob(x)
     return (lp * mask).sum(-1)
 
@@ -205,9 +225,14 @@ def inpaint(model: MissingPixelModel, x, mask, guide="meanfield", steps: int = 5
     :param loss: a score-function loss name or object (``tracegraph``, ``vimco``).
     :returns: ``(phi (N, 784), samples (num_samples, N, 784), guide)``; observed pixels
         are passed through in both.
-    :raises ValueError: bad images or mask (:func:`check_mask`), or an unknown guide.
+    :raises ValueError: bad images or mask (:func:`check_mask`), an unknown guide, sizes
+        that are not positive integers, or a step size that is not positive and finite.
     """
-    check_mask(x, mask, model.vae.x_dim)
+    check_mask(x, mask, model.vae.x_dim, dtype=model.vae.encoder[0].weight.dtype)
+    steps, num_samples = check_size("steps", steps), check_size("num_samples", num_samples)
+    num_particles = check_size("num_particles", num_particles)
+    if not 0 < lr < float("inf"):
+        raise ValueError(f"lr must be positive and finite, got {lr}")
     if not isinstance(guide, _PixelGuide):  # a trained pixel guide is applied as it is
         if guide == "meanfield":
             guide = MeanFieldPixelGuide(model.vae, len(x)).to(x.device)
@@ -233,9 +258,11 @@ def estimate_log_marginal(model: MissingPixelModel, x, mask, proposal="guide", g
         (``z ~ p(z)``, ``x_hid ~ p(x_hid | z)``), or ``"uniform"`` (hidden pixels uniform,
         phi = 0.5, z from the encoder), so naive Monte Carlo and importance sampling
         compare on equal terms (the same estimator, :func:`pyro_lvm.evaluate.log_likelihood`).
-    :raises ValueError: bad images or mask, an unknown proposal, or ``"guide"`` without one.
+    :raises ValueError: bad images or mask, an unknown proposal, ``"guide"`` without one,
+        or ``num_samples`` not a positive integer.
     """
-    check_mask(x, mask, model.vae.x_dim)
+    check_mask(x, mask, model.vae.x_dim, dtype=model.vae.encoder[0].weight.dtype)
+    num_samples = check_size("num_samples", num_samples)
     if proposal == "guide":
         if guide is None:
             raise ValueError("proposal='guide' needs a trained pixel guide")
