@@ -80,7 +80,7 @@ def psis_diagnostic(model, guide, x, num_samples: int = 1000, **kwargs) -> PSISR
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2, got {num_samples}")
-    return psis_from_log_weights(evaluate.log_weights(model, guide, x, num_samples, **kwargs))
+    return psis_from_log_weights(evaluate.log_weights(model, guide, x, num_samples=num_samples, **kwargs))
 
 
 def anomaly_scores(model, guide, x, num_samples: int = 100, **kwargs) -> torch.Tensor:

@@ -46,6 +46,7 @@ from pyro.distributions.util import detach, scale_and_mask
 from pyro.infer.elbo import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import torch_item
+from pyro.util import get_rng_state, set_rng_state
 
 __all__ = ["LogWeights", "ImportanceWeightedLoss", "log_mean_exp", "PARTICLE_PLATE"]
 
@@ -238,6 +239,15 @@ class ImportanceWeightedLoss(ELBO):
             raise ValueError(f"num_particles must be >= 1, got {num_particles}")
         super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting,
                          vectorize_particles=True)
+
+    def _guess_max_plate_nesting(self, model, guide, args, kwargs):
+        # The guess runs the guide once; restoring the random state keeps the draws of
+        # a seeded run identical to Pyro's Trace_ELBO (which does not guess).
+        state = get_rng_state()
+        try:
+            super()._guess_max_plate_nesting(model, guide, args, kwargs)
+        finally:
+            set_rng_state(state)
 
     def _get_trace(self, model, guide, args, kwargs):
         return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
