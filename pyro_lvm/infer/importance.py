@@ -13,11 +13,12 @@ Two paths, chosen from the traces:
   the plate's subsample scale ``N / B`` multiplies the result, so the bound stays
   a bound under minibatching (Pyro's ``RenyiELBO`` exponentiates scaled weights).
 * **shared** (any site outside that plate: a global latent, no plate at all,
-  sequential ``pyro.plate`` loops, several nested plates holding every site):
-  a site outside the data plate is shared by all points of the batch, so the
-  batch has one weight per particle, ``log w_k = log p(x, z_k) - log q(z_k | x)``
-  summed over every site with Pyro's scales applied; shape ``(K, 1)``, as Pyro's
-  ``RenyiELBO`` (alpha = 0) does.  With the full data this is the IWAE bound on
+  sequential ``pyro.plate`` loops, several nested plates holding every site,
+  sites carrying different scales, e.g. nested subsampled plates or a
+  ``poutine.scale`` on some sites): a site outside the data plate is shared by
+  all points of the batch, so the batch has one weight per particle,
+  ``log w_k = log p(x, z_k) - log q(z_k | x)`` summed over every site with Pyro's
+  scales applied; shape ``(K, 1)``, as Pyro's ``RenyiELBO`` (alpha = 0) does.  With the full data this is the IWAE bound on
   ``log p(x_1..N)``; under subsampling (a plate with ``subsample_size``) the
   scaled log-weight is unbiased but its log-mean-exp is not a bound for K > 1.
   At K = 1 both paths equal Pyro's ``Trace_ELBO`` value.
@@ -135,15 +136,11 @@ def _per_point(log_prob: torch.Tensor, num_plates: int, data_dim: int, name: str
 
 
 def _site_scale(sites):
-    scales = {float(s["scale"]) for s in sites if not isinstance(s["scale"], torch.Tensor)}
-    if len(scales) > 1:
-        raise ValueError(
-            f"sites carry different scales {sorted(scales)}; per-point importance weights "
-            "need one common (subsample) scale"
-        )
-    if scales:
-        return scales.pop()
-    return torch_item(sites[0]["scale"])
+    """The one scale all sites carry (the data plate's ``N / B``), or ``None`` when they
+    differ (nested subsampled plates, ``poutine.scale`` on some sites)."""
+    scales = {float(s["scale"]) if not isinstance(s["scale"], torch.Tensor) or s["scale"].numel() == 1
+              else None for s in sites}
+    return scales.pop() if len(scales) == 1 else None
 
 
 def _shared(log_prob: torch.Tensor, num_plates: int, particles: bool) -> torch.Tensor:
@@ -175,15 +172,15 @@ def log_weights_from_traces(model_trace, guide_trace, num_plates: int,
         if not site["is_observed"] and site["name"] not in guide_names:
             raise ValueError(f"model latent site '{site['name']}' is not sampled by the guide")
     plate = data_plate_name(sites)
-    if plate is None:
+    scale = _site_scale(sites) if plate is not None else None
+    if scale is None:  # no common data plate, or per-site scales: one weight per particle
         data_dim, scale = None, 1.0
 
         def reduce(site, log_prob):
             return _shared(scale_and_mask(log_prob, site["scale"], site["mask"]), num_plates,
                            particles)
     else:
-        data_dim, scale = next(f.dim for f in sites[0]["cond_indep_stack"] if f.name == plate), \
-            _site_scale(sites)
+        data_dim = next(f.dim for f in sites[0]["cond_indep_stack"] if f.name == plate)
         # Without the particle plate (K = 1) a site has one dim fewer than num_plates allows.
         plates = num_plates if particles else num_plates - 1
 
