@@ -218,3 +218,45 @@ def test_variance_ordering_score_function_reparameterised_and_baselines():
          (("reparam", reparam), ("plain", plain), ("baseline", baseline))}
     assert v["plain"] > 10 * v["reparam"], v
     assert v["baseline"] < 0.5 * v["plain"], v
+
+
+def test_losses_step_without_trainable_parameters_and_without_sample_sites():
+    """Pyro's own cases: no backward pass without parameters; TraceGraph's float 0.0."""
+    def observed_only():
+        pyro.sample("x", pyro.distributions.Normal(0.0, 1.0), obs=torch.tensor(0.5))
+
+    def empty():
+        pass
+
+    for name in LOSSES:
+        k = 2 if name == "vimco" else 1
+        value = make_loss(name, num_particles=k).loss_and_grads(observed_only, empty)
+        assert float(value) == pytest.approx(0.5 * math.log(2 * math.pi) + 0.125)
+    assert float(make_loss("tracegraph").differentiable_loss(empty, empty)) == 0.0
+
+
+def test_no_particle_dim_at_k1_and_iwae_k1_is_trace_elbo_for_the_same_draws():
+    import pyro.distributions as dist
+
+    shapes = []
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(2), 1.0).to_event(1))  # a global latent
+        shapes.append(mu.shape)
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(pyro.param("m", torch.zeros(2)), 0.5).to_event(1))
+
+    x = torch.randn(5, 2)
+    values = {}
+    for name, loss in (("elbo", Trace_ELBO()), ("iwae", make_loss("iwae"))):
+        pyro.set_rng_seed(3)
+        value = loss.differentiable_loss(model, guide, x)
+        values[name] = (value.item(), torch.autograd.grad(value, pyro.param("m").unconstrained())[0])
+    assert shapes[-1] == (2,)  # the user's shapes at K = 1
+    assert values["iwae"][0] == pytest.approx(values["elbo"][0], rel=1e-6)
+    assert torch.allclose(values["iwae"][1], values["elbo"][1])
+    weights = make_loss("iwae", num_particles=4).log_weights(model, guide, x)
+    assert shapes[-1] == (4, 1, 2) and weights.log_w.shape == (4, 1)  # one weight per particle
