@@ -18,8 +18,8 @@ Two paths, chosen from the traces:
   ``poutine.scale`` on some sites): a site outside the data plate is shared by
   all points of the batch, so the batch has one weight per particle,
   ``log w_k = log p(x, z_k) - log q(z_k | x)`` summed over every site with Pyro's
-  scales applied; shape ``(K, 1)``, as Pyro's ``RenyiELBO`` (alpha = 0) does.  With the full data this is the IWAE bound on
-  ``log p(x_1..N)``; under subsampling (a plate with ``subsample_size``) the
+  scales applied; shape ``(K, 1)``, as Pyro's ``RenyiELBO`` (alpha = 0) does.  With
+  the full data this is the IWAE bound on ``log p(x_1..N)``; under subsampling (a plate with ``subsample_size``) the
   scaled log-weight is unbiased but its log-mean-exp is not a bound for K > 1.
   At K = 1 both paths equal Pyro's ``Trace_ELBO`` value.
 
