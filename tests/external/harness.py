@@ -47,8 +47,7 @@ REFUSALS = {
 def _refusal_documented(name, error):
     for kind, pattern, where, phrase in REFUSALS.get(name, ()):
         if isinstance(error, kind) and re.search(pattern, str(error)):
-            assert phrase in " ".join(where.__doc__.split()), (where, phrase)
-            return True
+            return phrase in " ".join(where.__doc__.split())  # undocumented: wrong
     return False
 
 
