@@ -550,7 +550,7 @@ def _():
 G = "test_gradient.py::"
 #: Independent draws per closed-form check (Student-t tolerances, false-alarm rate 1e-3);
 #: the checks run without Pyro's validation (the SVI step before them ran with it).
-NUM_DRAWS = 30
+NUM_DRAWS = 50
 GRAD_DATA = torch.tensor([-0.5, 2.0])
 
 
