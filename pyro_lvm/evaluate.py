@@ -27,6 +27,7 @@ import math
 import torch
 
 from .infer import IWAE
+from .params import isolated_param_store
 
 __all__ = ["cluster_accuracy", "elbo", "log_likelihood", "log_weights"]
 
@@ -56,7 +57,10 @@ def _chunks(model, guide, data, num_samples, batch_size, max_elements, **kwargs)
     # row); a small batch_size with many particles per pass runs an amortised encoder rarely.
     batch_size = min(n, batch_size or max(1, max_elements // width))
     per_pass = max(1, min(num_samples, max_elements // (batch_size * width)))
-    yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
+    # A store of its own: the modules' parameters are scored, never another model's
+    # that happens to share their names in the global store (or a training run's).
+    with isolated_param_store():
+        yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
 
 
 def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs):
