@@ -99,7 +99,7 @@ def psis_diagnostic(model, guide, x, num_samples: int = 1000, **kwargs) -> PSISR
     :raises ValueError: as :func:`pyro_lvm.evaluate.log_weights`.
     """
     num_samples = check_size("num_samples", num_samples, 2)
-    return psis_from_log_weights(evaluate.log_weights(model, guide, x, num_samples, **kwargs))
+    return psis_from_log_weights(evaluate.log_weights(model, guide, x, num_samples=num_samples, **kwargs))
 
 
 def anomaly_scores(model, guide, x, num_samples: int = 100, **kwargs) -> torch.Tensor:
