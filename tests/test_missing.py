@@ -15,7 +15,7 @@ from pyro_lvm.models import VAE
 from pyro_lvm.models.missing import (AmortisedPixelGuide, ConditionalPixelGuide, MeanFieldPixelGuide,
                                      MissingPixelModel, ObservedGuide, check_mask,
                                      conditional_log_likelihood, estimate_log_marginal, impute,
-                                     inpaint, make_mask, top_half_mask)
+                                     inpaint, make_mask, pixel_scores, top_half_mask)
 from pyro_lvm.train import fit
 
 HIDDEN = 10  # latent pixels of 16: 1024 completions per image
@@ -323,3 +323,21 @@ def test_bad_input_to_imputation_is_rejected():
     _, _, fitted = inpaint(model, x, mask, "meanfield", steps=2)
     with pytest.raises(ValueError, match="another mask"):
         estimate_log_marginal(model, x, mask.roll(1, -1), "guide", guide=fitted, num_samples=2)
+
+
+def test_pixel_scores_agree_with_scikit_learn():
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import accuracy_score, brier_score_loss
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(50, 784, generator=g)
+    x = torch.bernoulli(probs ** 1.5, generator=g)  # miscalibrated on purpose
+    mask = make_mask("mcar50", 50, g)
+    scores = pixel_scores(probs, x, mask)
+    truth, p = x[mask].numpy(), probs[mask].numpy()
+    observed, predicted = calibration_curve(truth, p, n_bins=10, strategy="uniform")
+    assert np.allclose(scores["observed"], observed) and np.allclose(scores["predicted"], predicted)
+    assert math.isclose(scores["brier"], brier_score_loss(truth, p), rel_tol=1e-6)
+    assert math.isclose(scores["accuracy"], accuracy_score(truth, p > 0.5), rel_tol=1e-9)
+    with pytest.raises(ValueError, match="share one shape"):
+        pixel_scores(probs[:, :10], x, mask)

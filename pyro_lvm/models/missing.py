@@ -61,7 +61,7 @@ from .vae import VAE
 __all__ = [
     "MissingPixelModel", "MeanFieldPixelGuide", "AmortisedPixelGuide", "top_half_mask",
     "check_mask", "inpaint", "estimate_log_marginal", "pixel_log_prob", "MASK_KINDS", "make_mask",
-    "ObservedGuide", "ConditionalPixelGuide", "impute", "conditional_log_likelihood",
+    "ObservedGuide", "ConditionalPixelGuide", "impute", "conditional_log_likelihood", "pixel_scores",
 ]
 
 
@@ -531,3 +531,30 @@ def conditional_log_likelihood(model: MissingPixelModel, guide, x, mask, num_sam
     log_pobs, se_obs = _log_marginal_and_se(model.observed_model, z_guide.guide, x, mask,
                                             int(num_samples))
     return log_px - log_pobs, torch.sqrt(se_x**2 + se_obs**2)
+
+
+def pixel_scores(probs: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, bins: int = 10) -> dict:
+    """Scores of pixel probabilities ``probs`` ``(N, 784)`` against the truth ``x`` on the
+    hidden pixels only: ``log_q`` (:func:`pixel_log_prob`, mean nats per image), ``accuracy``
+    of ``probs > 0.5``, ``brier`` (mean squared error of the probabilities, Brier 1950) and
+    the reliability curve (``bins`` equal-width bins of probs: ``predicted`` mean probability
+    and ``observed`` frequency of ones per non-empty bin, as scikit-learn's
+    ``calibration_curve`` with ``strategy="uniform"``).
+
+    :raises ValueError: shapes that differ, or a mask hiding no pixel at all.
+    """
+    if probs.shape != x.shape or mask.shape != x.shape or mask.dtype != torch.bool:
+        raise ValueError(f"probs, x and a boolean mask must share one shape, got "
+                         f"{tuple(probs.shape)}, {tuple(x.shape)}, {tuple(mask.shape)} {mask.dtype}")
+    p, truth = probs[mask].double(), x[mask].double()
+    if p.numel() == 0:
+        raise ValueError("the mask hides no pixel: nothing to score")
+    which = torch.clamp((p * bins).long(), max=bins - 1)
+    count = torch.bincount(which, minlength=bins)
+    keep = count > 0
+    predicted = torch.bincount(which, p, minlength=bins)[keep] / count[keep]
+    observed = torch.bincount(which, truth, minlength=bins)[keep] / count[keep]
+    return {"log_q": pixel_log_prob(probs, x, mask).mean().item(),
+            "accuracy": ((p > 0.5).double() == truth).double().mean().item(),
+            "brier": (p - truth).pow(2).mean().item(),
+            "predicted": predicted.tolist(), "observed": observed.tolist()}
