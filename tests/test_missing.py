@@ -341,3 +341,13 @@ def test_pixel_scores_agree_with_scikit_learn():
     assert math.isclose(scores["accuracy"], accuracy_score(truth, p > 0.5), rel_tol=1e-9)
     with pytest.raises(ValueError, match="share one shape"):
         pixel_scores(probs[:, :10], x, mask)
+
+
+def test_observed_guide_copied_from_the_vae_encodes_complete_images_as_the_vae_does():
+    vae, x, mask = tiny()
+    guide = ObservedGuide(vae, init_from_vae=True)
+    for got, want in zip(guide.encode(x, torch.zeros_like(mask)), vae.encode(x)):
+        assert torch.allclose(got, want, atol=1e-12)
+    hidden = guide.encode(x, mask)[0]  # zero-filled: the VAE's encoder on x * observed
+    assert torch.allclose(hidden, vae.encode(x * ~mask)[0], atol=1e-12)
+    assert guide.encoder[0].weight.data_ptr() != vae.encoder[0].weight.data_ptr()  # a copy

@@ -41,6 +41,7 @@ and sec. 3; conditional log-likelihoods as in VAEAC, Ivanov, Figurnov & Vetrov 2
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -334,16 +335,30 @@ class ObservedGuide(nn.Module):
     zeros makes it an ordinary encoder of complete images.  ``guide(x, mask, num_data=None)``
     samples ``z`` (batch ``(B, 1)``, the pixel plate's place) and returns it.
 
-    :param VAE vae: the Bernoulli VAE whose latent it infers (sizes; its own encoder unused).
+    :param VAE vae: the Bernoulli VAE whose latent it infers.
+    :param bool init_from_vae: start from a copy of the VAE's trained encoder, applied to the
+        zero-filled image (mask weights zero), so training on masked images begins at a
+        working encoder; ``hidden_dims`` are then the VAE's.
     :raises ValueError: a non-Bernoulli VAE.
     """
 
-    def __init__(self, vae: VAE, hidden_dims=(400,), name: str = "observed_encoder"):
+    def __init__(self, vae: VAE, hidden_dims=(400,), name: str = "observed_encoder",
+                 init_from_vae: bool = False):
         super().__init__()
         if vae.likelihood != "bernoulli":
             raise ValueError("the observed-pixel guide needs a Bernoulli VAE")
         self.vae, self.name = vae, name
-        self.encoder = mlp((2 * vae.x_dim, *hidden_dims, 2 * vae.z_dim), nn.Softplus)
+        if init_from_vae:
+            self.encoder = copy.deepcopy(vae.encoder)
+            first = self.encoder[0]
+            wide = nn.Linear(2 * vae.x_dim, first.out_features).to(first.weight)
+            with torch.no_grad():
+                wide.weight.zero_()
+                wide.weight[:, : vae.x_dim] = first.weight
+                wide.bias.copy_(first.bias)
+            self.encoder[0] = wide
+        else:
+            self.encoder = mlp((2 * vae.x_dim, *hidden_dims, 2 * vae.z_dim), nn.Softplus)
 
     def encode(self, x, mask):
         """``(loc, scale)``, each ``(B, z_dim)``."""
