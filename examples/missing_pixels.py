@@ -48,13 +48,14 @@ parser.add_argument("--test-images", type=int, default=300)
 parser.add_argument("--epochs", type=int, default=4, help="epochs of the VAE on 60,000 images")
 parser.add_argument("--guide-images", type=int, default=20000,
                     help="masked training images for one epoch of q(z | x_obs)")
-parser.add_argument("--samples", type=int, default=500, help="K for imputation and log p(x_hid | x_obs)")
+parser.add_argument("--impute-samples", type=int, default=2000, help="K for imputation")
+parser.add_argument("--samples", type=int, default=500, help="K for log p(x_hid | x_obs)")
 parser.add_argument("--meanfield-steps", type=int, default=300)
 parser.add_argument("--meanfield-images", type=int, default=100,
                     help="test images the factorised phi is fitted to (it costs SVI per image)")
 parser.add_argument("--knn-train", type=int, default=60000, help="training images the KNN baseline searches")
 parser.add_argument("--train-images", type=int, default=1000, help="for the learning comparison")
-parser.add_argument("--learning-epochs", type=int, default=15)
+parser.add_argument("--learning-epochs", type=int, default=12)
 parser.add_argument("--eval-samples", type=int, default=100, help="K for test log p(x)")
 parser.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest on a CPU shared with other jobs)")
@@ -107,8 +108,8 @@ say(f"[{seconds()} s] q(z | x_obs) trained")
 
 # 1c. Imputation of the hidden tops.
 with torch.no_grad():
-    phi_ours = impute(model, observed, x, mask, num_samples=args.samples)
-    imputations = impute(model, observed, x[:10], mask[:10], num_samples=args.samples,
+    phi_ours = impute(model, observed, x, mask, num_samples=args.impute_samples)
+    imputations = impute(model, observed, x[:10], mask[:10], num_samples=args.impute_samples,
                          method="sample", num_imputations=4)  # for the picture
     cll, cll_se = conditional_log_likelihood(model, observed, x, mask, num_samples=args.samples)
 say(f"[{seconds()} s] imputed")
