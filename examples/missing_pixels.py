@@ -25,7 +25,6 @@ Writes metrics.json, inpainting.png and calibration.png into --out.
 """
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from pyro_lvm.models.missing import (ConditionalPixelGuide, MissingPixelModel, O
                                      inpaint, make_mask, pixel_log_prob, pixel_scores,
                                      top_half_mask)
 from pyro_lvm.plots import plt, save_image_grid
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -261,7 +261,7 @@ shown = torch.where(mask[:cols], torch.full_like(x[:cols], 0.5), x[:cols])
 pictures = [shown, x[:cols], phi_ours[:cols], *imputations[:, :cols], phi_meanfield[:cols], phi_knn[:cols]]
 save_image_grid(torch.cat(pictures), out / "inpainting.png", nrow=cols)
 metrics["seconds"] = time.perf_counter() - started
-(out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+write_metrics(out / "metrics.json", metrics)
 print(f"\nwrote {out}/metrics.json, inpainting.png (rows: observed bottom half, truth, conditional "
       f"mean, 4 multiple imputations, mean-field phi, KNN), calibration.png; "
       f"{metrics['seconds']:.0f} s in all")

@@ -10,7 +10,6 @@ binarization of the 10,000 test images, so they compare across runs.
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pyro_lvm.diagnostics import psis_from_log_weights
 from pyro_lvm.infer import LOSSES, log_mean_exp, make_loss
 from pyro_lvm.models import VAE
 from pyro_lvm.plots import plot_curves, save_image_grid
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -43,6 +43,10 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--eval-samples", type=int, default=1000,
                     help="importance samples K per test image for log p(x)")
 args = parser.parse_args()
+try:
+    optim = decaying_adam(args.lr, args.lr_final, args.epochs)
+except ValueError as e:  # e.g. --lr inf: say so before loading data or training
+    parser.error(f"--lr/--lr-final/--epochs: {e}")
 
 device = resolve_device(args.device)
 out = Path(args.out)
@@ -53,7 +57,9 @@ x_test = fixed_binarization(load_mnist(args.data_dir, train=False, device=device
 check_data(x_train, "x_train", size=784, low=0.0, high=1.0)  # once, so the loop runs unvalidated
 
 vae = VAE(z_dim=args.z_dim, hidden_dims=args.hidden).to(device)
-optim = decaying_adam(args.lr, args.lr_final, args.epochs)
+# What --resume cannot change: fit refuses a checkpoint made with other values (all listed).
+run_config = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "lr_final", "z_dim",
+                                            "hidden", "loss", "num_particles", "seed")}
 
 
 def test_elbo(epoch, history):
@@ -64,7 +70,7 @@ with pyro.validation_enabled(False):  # Pyro's per-site checks cost a sync each;
     history = fit(vae.model, vae.guide, x_train, loss=make_loss(args.loss, args.num_particles),
                   optim=optim, num_epochs=args.epochs, batch_size=args.batch_size,
                   transform=binarize, seed=args.seed, checkpoint=out / "checkpoint.pt",
-                  resume=args.resume, callback=test_elbo)
+                  resume=args.resume, config=run_config, callback=test_elbo)
     t0 = time.perf_counter()
     # Blocks of 100 images with many particles each: the encoder runs once per block.
     log_w = evaluate.log_weights(vae.model, vae.guide, x_test, num_samples=args.eval_samples,
@@ -89,7 +95,7 @@ metrics = {
     "eval_seconds": eval_seconds,
     "units": "nats per image",
 }
-(out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+write_metrics(out / "metrics.json", metrics)
 
 with torch.no_grad():
     save_image_grid(vae.sample(64), out / "samples.png")

@@ -55,6 +55,7 @@ from pyro import poutine
 from .. import evaluate
 from ..data import MNIST_SHAPE, check_data
 from ..infer import IWAE
+from ..params import isolated_param_store, register, unique_name
 from ..train import fit
 from .common import check_local_rows, data_plate, mlp
 from .vae import VAE
@@ -143,7 +144,7 @@ class MissingPixelModel(nn.Module):
             raise ValueError(f"x and mask must both be (B, {self.vae.x_dim}), got "
                              f"{tuple(x.shape)} and {tuple(mask.shape)}")
         if self.learn:
-            pyro.module(f"{self.vae.name}_decoder", self.vae.decoder, update_module_params=True)
+            register(f"{self.vae.name}_decoder", self.vae.decoder)
         prior = dist.Normal(x.new_zeros(self.vae.z_dim), 1.0).to_event(1)
         with data_plate(x, num_data, dim=-2):
             z = pyro.sample("z", prior)  # batch (B, 1): the pixel plate is dim -1
@@ -162,7 +163,7 @@ class MissingPixelModel(nn.Module):
             raise ValueError(f"x and mask must both be (B, {self.vae.x_dim}), got "
                              f"{tuple(x.shape)} and {tuple(mask.shape)}")
         if self.learn:
-            pyro.module(f"{self.vae.name}_decoder", self.vae.decoder, update_module_params=True)
+            register(f"{self.vae.name}_decoder", self.vae.decoder)
         prior = dist.Normal(x.new_zeros(self.vae.z_dim), 1.0).to_event(1)
         with data_plate(x, num_data, dim=-2):
             z = pyro.sample("z", prior)
@@ -199,9 +200,9 @@ class _PixelGuide(nn.Module):
             return torch.where(mask, torch.sigmoid(self.logits(x, mask)), x)
 
     def guide(self, x, mask, num_data=None):
-        pyro.module(self.name, self.pixels, update_module_params=True)
+        register(self.name, self.pixels)
         if self.learn_encoder:
-            pyro.module(f"{self.vae.name}_encoder", self.vae.encoder, update_module_params=True)
+            register(f"{self.vae.name}_encoder", self.vae.encoder)
         logits = self.logits(x, mask)
         soft = torch.where(mask, torch.sigmoid(logits), x)  # completed with probabilities
         loc, scale = self.vae.encode(soft)
@@ -220,7 +221,7 @@ class MeanFieldPixelGuide(_PixelGuide):
     With ``trainable=False`` it is a fixed proposal (e.g. phi = 0.5, the uniform one)."""
 
     def __init__(self, vae: VAE, num_images: int, init=None, trainable: bool = True,
-                 learn_encoder: bool = False, name: str = "pixels_meanfield", mask=None):
+                 learn_encoder: bool = False, name: str | None = None, mask=None):
         probs = torch.full((num_images, vae.x_dim), 0.5) if init is None else \
             torch.as_tensor(init, dtype=torch.float32).expand(num_images, vae.x_dim)
         logits = torch.logit(probs.clamp(1e-4, 1 - 1e-4)).contiguous()
@@ -229,7 +230,7 @@ class MeanFieldPixelGuide(_PixelGuide):
             pixels.logits = nn.Parameter(logits)
         else:
             pixels.register_buffer("logits", logits)
-        super().__init__(vae, pixels, learn_encoder, name)
+        super().__init__(vae, pixels, learn_encoder, unique_name("pixels_meanfield", name))
         self.mask = mask
 
     def logits(self, x, mask):
@@ -250,14 +251,14 @@ class AmortisedPixelGuide(_PixelGuide):
     """
 
     def __init__(self, vae: VAE, hidden_dims=(400,), init=None, learn_encoder: bool = False,
-                 name: str = "pixels_amortised"):
+                 name: str | None = None):
         net = mlp((2 * vae.x_dim, *hidden_dims, vae.x_dim), nn.ReLU)
         if init is not None:
             probs = torch.as_tensor(init, dtype=torch.float32).expand(vae.x_dim)
             with torch.no_grad():
                 net[-1].weight.zero_()
                 net[-1].bias.copy_(torch.logit(probs.clamp(1e-3, 1 - 1e-3)))
-        super().__init__(vae, net, learn_encoder, name)
+        super().__init__(vae, net, learn_encoder, unique_name("pixels_amortised", name))
 
     def logits(self, x, mask):
         mask = mask.to(x.dtype)
@@ -293,8 +294,9 @@ def inpaint(model: MissingPixelModel, x, mask, guide="meanfield", steps: int = 5
             guide = AmortisedPixelGuide(model.vae).to(x.device)
         else:
             raise ValueError(f"guide must be 'meanfield', 'amortized' or a pixel guide, got {guide!r}")
-        fit(model.model, guide.guide, (x, mask), loss=loss, num_particles=num_particles, lr=lr,
-            num_epochs=steps, batch_size=len(x), seed=seed, progress=False)
+        with isolated_param_store():  # the caller's param store stays as it was
+            fit(model.model, guide.guide, (x, mask), loss=loss, num_particles=num_particles, lr=lr,
+                num_epochs=steps, batch_size=len(x), seed=seed, progress=False)
     phi = guide.probs(x, mask)
     samples = torch.where(mask, torch.bernoulli(phi.expand(num_samples, *phi.shape)), x)
     return phi, samples, guide
@@ -342,12 +344,12 @@ class ObservedGuide(nn.Module):
     :raises ValueError: a non-Bernoulli VAE.
     """
 
-    def __init__(self, vae: VAE, hidden_dims=(400,), name: str = "observed_encoder",
+    def __init__(self, vae: VAE, hidden_dims=(400,), name: str | None = None,
                  init_from_vae: bool = False):
         super().__init__()
         if vae.likelihood != "bernoulli":
             raise ValueError("the observed-pixel guide needs a Bernoulli VAE")
-        self.vae, self.name = vae, name
+        self.vae, self.name = vae, unique_name("observed_encoder", name)
         if init_from_vae:
             self.encoder = copy.deepcopy(vae.encoder)
             first = self.encoder[0]
@@ -368,7 +370,7 @@ class ObservedGuide(nn.Module):
         return loc, F.softplus(raw) + 1e-3
 
     def guide(self, x, mask, num_data=None):
-        pyro.module(self.name, self.encoder, update_module_params=True)
+        register(self.name, self.encoder)
         loc, scale = self.encode(x, mask)
         with data_plate(x, num_data, dim=-2):
             return pyro.sample("z", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
@@ -392,9 +394,10 @@ class ConditionalPixelGuide(nn.Module):
     """
 
     def __init__(self, z_guide: ObservedGuide, residual_dims=None, learn_encoder: bool = False,
-                 name: str = "pixels_conditional"):
+                 name: str | None = None):
         super().__init__()
-        self.z_guide, self.vae, self.learn_encoder, self.name = z_guide, z_guide.vae, learn_encoder, name
+        self.z_guide, self.vae, self.learn_encoder = z_guide, z_guide.vae, learn_encoder
+        self.name = unique_name("pixels_conditional", name)
         self.residual = None
         if residual_dims is not None:
             d, zd = self.vae.x_dim, self.vae.z_dim
@@ -414,9 +417,9 @@ class ConditionalPixelGuide(nn.Module):
 
     def guide(self, x, mask, num_data=None):
         if self.residual is not None:
-            pyro.module(self.name, self.residual, update_module_params=True)
+            register(self.name, self.residual)
         if self.learn_encoder:
-            pyro.module(self.z_guide.name, self.z_guide.encoder, update_module_params=True)
+            register(self.z_guide.name, self.z_guide.encoder)
         loc, scale = self.z_guide.encode(x, mask)
         with data_plate(x, num_data, dim=-2):
             z = pyro.sample("z", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
