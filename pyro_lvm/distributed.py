@@ -36,7 +36,7 @@ import pyro.util
 from pyro import poutine
 from pyro.infer import ELBO, SVI
 
-__all__ = ["Context", "init", "launched", "local_device"]
+__all__ = ["Context", "init", "launched", "local_device", "main_first"]
 
 
 def launched() -> bool:

@@ -168,6 +168,7 @@ def fit(
     :returns: the :class:`History` of all epochs, resumed ones included.
     :raises ValueError: bad data, sizes or arguments.
     :raises FileNotFoundError: ``resume`` without a checkpoint file.
+    :raises RuntimeError: under ``torchrun``, this process lost contact with the others.
     :raises FloatingPointError: the loss became NaN/inf; the message names the
         epoch and step, and the checkpoint of the last completed epoch is untouched.
 

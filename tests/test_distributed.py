@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from pyro_lvm.data import binarize
+from pyro_lvm.distributed import Context, init
 from pyro_lvm.models import VAE
 from pyro_lvm.train import fit, load_checkpoint
 
-pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = WORKER.parents[1]
 
@@ -43,6 +43,7 @@ def runs(mnist_train, tmp_path_factory):
                 ranks=[torch.load(out / "ranks-1" / f"rank{r}.pt") for r in (0, 1)])
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes_and_shows_progress(runs):
     rank0, rank1 = runs["ranks"]
     assert rank0["writes"] == [0] and rank1["writes"] == []  # the resumed run's epoch 3
@@ -52,6 +53,7 @@ def test_only_rank_0_writes_and_shows_progress(runs):
     assert runs["resumed"].stdout.count("epoch 3: loss") == 1
 
 
+@pytest.mark.slow
 def test_gradients_and_parameters_are_identical_across_ranks(runs):
     # Each rank sees other rows; only DDP's all-reduce can make the optimizer's gradients
     # bitwise equal (SHA-256 of the flattened gradients) at every step: 49 steps before the
@@ -64,6 +66,7 @@ def test_gradients_and_parameters_are_identical_across_ranks(runs):
     assert rank0["loss"] == rank1["loss"]  # the epoch loss is averaged over ranks
 
 
+@pytest.mark.slow
 def test_loss_within_noise_of_one_process(runs):
     """Same global batch (100), seed, initialisation and learning rate in one process.  The
     noise scale is the Monte Carlo spread of the epoch loss itself: its standard deviation over
@@ -84,6 +87,7 @@ def test_loss_within_noise_of_one_process(runs):
     assert (ref[:, 0] - ref[:, 2] > 100).all()  # the runs do learn: the test is not vacuous
 
 
+@pytest.mark.slow
 def test_killed_rank_stops_the_job_and_resume_continues_it_exactly(runs):
     killed = runs["killed"]
     assert killed.returncode != 0
@@ -98,6 +102,23 @@ def test_killed_rank_stops_the_job_and_resume_continues_it_exactly(runs):
     assert runs["resumed_grads"][0][:9] == runs["killed_grads"][0][40:49]
 
 
+@pytest.mark.slow
 def test_local_parameter_guide_is_a_clear_error_under_ddp(runs):
     message = (runs["out"] / "ranks-1" / "local_error.txt").read_text()
     assert "local parameters" in message and "under DDP" in message
+
+
+def test_shards_of_a_global_batch_cover_it_once_in_order():
+    idx = torch.randperm(103)
+    for world in (1, 2, 3, 8):
+        shards = [Context(rank=r, world_size=world, backend="gloo").shard(idx) for r in range(world)]
+        assert torch.equal(torch.cat(shards), idx)  # every row once, none twice
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1  # as even as can be
+
+
+def test_one_process_context_changes_nothing(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    ctx = init("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.backend, ctx.is_main) == (0, 1, None, True)
+    perm = torch.randperm(10)
+    assert ctx.same_on_all(perm) is perm and ctx.shard(perm) is perm and ctx.mean(2.5, "cpu") == 2.5
