@@ -6,7 +6,8 @@
 
 Writes into --out: metrics.json, samples.png, reconstructions.png, elbo.png, model.pt (the
 trained VAE: ``VAE.load(path)``) and checkpoint.pt (resume with --resume).  Without the MNIST
-files it downloads them into $PYRO_LVM_DATA, else ./data (--no-download: don't).  metrics.json includes the PSIS diagnostic of the
+files it downloads them into $PYRO_LVM_DATA, else ./data (--no-download: don't).
+metrics.json includes the PSIS diagnostic of the
 importance weights behind log p(x) (Pareto k-hat per test image, arviz).  Test numbers use one fixed-seed
 binarization of the 10,000 test images, so they compare across runs.
 """

@@ -3,6 +3,7 @@ gzipped copies of the shared MNIST files, with torchvision's mirror list pointed
 
 import functools
 import gzip
+import hashlib
 import os
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -40,8 +41,6 @@ def _sha256sums():
 
 
 def test_download_fills_an_empty_folder_and_checksums_match(mirror, tmp_path):
-    import hashlib
-
     for f in (SHARED / "MNIST" / "raw").iterdir():
         (mirror / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes(), compresslevel=1))
     cache = tmp_path / "cache"
