@@ -11,7 +11,6 @@ Writes metrics.json and scores.png (histograms per group) into --out.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from pyro_lvm.diagnostics import anomaly_scores
 from pyro_lvm.infer import make_loss
 from pyro_lvm.models import VAE, gmm
 from pyro_lvm.plots import plt
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -90,7 +90,7 @@ for ax, (name, scores) in zip(axes, (("VAE -log p(x), nats", vae_scores),
 axes[0].set_ylabel("images")
 fig.tight_layout()
 fig.savefig(out / "scores.png", dpi=110)
-(out / "metrics.json").write_text(json.dumps({"config": vars(args), "auroc": auroc}, indent=2))
+write_metrics(out / "metrics.json", {"config": vars(args), "auroc": auroc})
 for name, table in auroc.items():
     print(f"{name}: AUROC " + ", ".join(f"{g} {a:.4f}" for g, a in table.items()))
 print(f"wrote {out}/scores.png, metrics.json")

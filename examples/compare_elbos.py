@@ -11,7 +11,6 @@ table_vae.md, compare_ppca.png, compare_vae.png and metrics.json into --out.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from pyro_lvm.compare import compare_losses, markdown_table, plot_comparison
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist
 from pyro_lvm.infer import make_loss, score_function_guide
 from pyro_lvm.models import VAE, ppca
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -95,7 +95,6 @@ table_vae = markdown_table(rows_vae)
 plot_comparison(rows_vae, out / "compare_vae.png", "VAE on MNIST (z=20)")
 print(f"VAE (statistics on 256 training images; training: {args.vae_epochs} epochs on 10,000)")
 print(table_vae)
-(out / "metrics.json").write_text(json.dumps({"config": vars(args), "units": "nats per image",
-                                              "ppca_exact": exact, "ppca": rows_ppca, "vae": rows_vae},
-                                             indent=2))
+write_metrics(out / "metrics.json", {"config": vars(args), "units": "nats per image",
+                                     "ppca_exact": exact, "ppca": rows_ppca, "vae": rows_vae})
 print(f"wrote {out}/table_ppca.md, table_vae.md, compare_ppca.png, compare_vae.png, metrics.json")

@@ -8,7 +8,6 @@ metrics.json, table.md and mixture.png into --out.
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pyro_lvm.data import load_mnist
 from pyro_lvm.evaluate import cluster_accuracy
 from pyro_lvm.models import gmm
 from pyro_lvm.plots import plt
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -83,8 +83,8 @@ report("SVI, mean-field q(z) (TraceGraph_ELBO)", model.params(), time.perf_count
 
 table = markdown_table(rows)
 (out / "table.md").write_text(table + "\n")
-(out / "metrics.json").write_text(json.dumps({"config": vars(args), "units": "nats per image (PCA space)",
-                                              "rows": rows}, indent=2))
+write_metrics(out / "metrics.json", {"config": vars(args), "units": "nats per image (PCA space)",
+                                     "rows": rows})
 
 # The fitted mixtures on the first two principal components: test points by cluster, 2-sd ellipses.
 fig, axes = plt.subplots(1, len(fitted), figsize=(5 * len(fitted), 4.6), sharex=True, sharey=True)

@@ -10,7 +10,6 @@ components.  Writes manifold.png, interpolation.png, scatter.png and metrics.jso
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from pyro_lvm.evaluate import cluster_accuracy
 from pyro_lvm.infer import make_loss
 from pyro_lvm.models import VAE, gmm
 from pyro_lvm.plots import plt, save_image_grid
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -97,7 +97,7 @@ for name, train_x, test_x in (("GMM on VAE z", z_train.double(), z_test.double()
 
 metrics = {"config": vars(args), "knn_accuracy_k5": knn, "linear_probe_accuracy": linear,
            "cluster_accuracy": clusterings}
-(out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+write_metrics(out / "metrics.json", metrics)
 print(f"z = {args.z_dim}: 5-NN accuracy {knn:.4f}, linear probe {linear:.4f}; cluster accuracy "
       + ", ".join(f"{k} {v:.4f}" for k, v in clusterings.items()))
 print(f"wrote {out}/manifold.png, interpolation.png (rows: pairs of test digits), scatter.png, metrics.json")

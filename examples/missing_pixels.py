@@ -18,7 +18,6 @@ Writes metrics.json and inpainting.png into --out.
 
 import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from pyro_lvm.models import VAE
 from pyro_lvm.models.missing import (AmortisedPixelGuide, MeanFieldPixelGuide, MissingPixelModel,
                                      estimate_log_marginal, inpaint, pixel_log_prob, top_half_mask)
 from pyro_lvm.plots import save_image_grid
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -146,7 +146,7 @@ rows = [observed, x[:cols], phi_meanfield[:cols], samples_meanfield[0, :cols],
         phi_amortised[:cols], samples_amortised[0, :cols]]
 save_image_grid(torch.cat(rows), out / "inpainting.png", nrow=cols)
 metrics["seconds"] = time.perf_counter() - started
-(out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+write_metrics(out / "metrics.json", metrics)
 print(f"wrote {out}/metrics.json, inpainting.png (rows: observed bottom half, true image, "
       f"mean-field phi, mean-field sample, amortised phi, amortised sample); "
       f"{metrics['seconds']:.0f} s in all")

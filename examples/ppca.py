@@ -9,7 +9,6 @@ of the amortised guide's latents of three test images beside their exact posteri
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pyro_lvm.data import load_mnist
 from pyro_lvm.diagnostics import import_arviz, to_inference_data
 from pyro_lvm.models import ppca
 from pyro_lvm.plots import save_image_grid
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -103,8 +103,8 @@ print(summary.head(6).to_string())
 
 table = markdown_table(rows, digits=3)
 (out / "table.md").write_text(table + "\n")
-(out / "metrics.json").write_text(json.dumps({"config": vars(args), "units": "nats per image",
-                                              "rows": rows}, indent=2))
+write_metrics(out / "metrics.json", {"config": vars(args), "units": "nats per image",
+                                     "rows": rows})
 
 # The learned components (columns of W, scaled to [0, 1]) and reconstructions W E[z|x] + mu.
 components = []

@@ -13,7 +13,6 @@ binarization of the 10,000 test images, so they compare across runs.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pyro_lvm.diagnostics import psis_from_log_weights
 from pyro_lvm.infer import LOSSES, log_mean_exp, make_loss
 from pyro_lvm.models import VAE
 from pyro_lvm.plots import plot_curves, save_image_grid
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -50,6 +50,10 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--eval-samples", type=int, default=1000,
                     help="importance samples K per test image for log p(x)")
 args = parser.parse_args()
+try:
+    optim = decaying_adam(args.lr, args.lr_final, args.epochs)
+except ValueError as e:  # e.g. --lr inf: say so before loading data or training
+    parser.error(f"--lr/--lr-final/--epochs: {e}")
 
 device = distributed.local_device(resolve_device(args.device))  # under torchrun: this rank's GPU
 ctx = distributed.init(device)  # one process, or this rank of torchrun's
@@ -63,7 +67,9 @@ x_test = fixed_binarization(x_test)
 check_data(x_train, "x_train", size=784, low=0.0, high=1.0)  # once, so the loop runs unvalidated
 
 vae = VAE(z_dim=args.z_dim, hidden_dims=args.hidden).to(device)
-optim = decaying_adam(args.lr, args.lr_final, args.epochs)
+# What --resume cannot change: fit refuses a checkpoint made with other values (all listed).
+run_config = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "lr_final", "z_dim",
+                                            "hidden", "loss", "num_particles", "seed")}
 
 
 def test_elbo(epoch, history):
@@ -81,7 +87,7 @@ with pyro.validation_enabled(False):  # Pyro's per-site checks cost a sync each;
     history = fit(vae.model, vae.guide, x_train, loss=make_loss(args.loss, args.num_particles),
                   optim=optim, num_epochs=args.epochs, batch_size=args.batch_size,
                   transform=binarize, seed=args.seed, checkpoint=out / "checkpoint.pt",
-                  resume=args.resume, callback=test_elbo)
+                  resume=args.resume, config=run_config, callback=test_elbo)
     if not ctx.is_main:  # distributed: evaluation and files are rank 0's
         sys.exit(0)
     t0 = time.perf_counter()
@@ -110,7 +116,7 @@ metrics = {
     "eval_seconds": eval_seconds,
     "units": "nats per image",
 }
-(out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+write_metrics(out / "metrics.json", metrics)
 vae.save(out / "model.pt")
 
 with torch.no_grad():

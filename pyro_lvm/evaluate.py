@@ -15,6 +15,7 @@ import math
 import torch
 
 from .infer import IWAE
+from .params import isolated_param_store
 
 __all__ = ["cluster_accuracy", "elbo", "log_likelihood", "log_weights"]
 
@@ -49,7 +50,10 @@ def _chunks(model, guide, data, num_samples, batch_size, max_elements, **kwargs)
     level = pyro_logger.level
     pyro_logger.setLevel(max(level, logging.WARNING))
     try:
-        yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
+        # A store of its own: the modules' parameters are scored, never another model's
+        # that happens to share their names in the global store (or a training run's).
+        with isolated_param_store():
+            yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
     finally:
         pyro_logger.setLevel(level)
 

@@ -9,6 +9,8 @@ likelihood by ``N / B`` and every loss is an estimate for the whole data set.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import os
 import time
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 
 import pyro
 import pyro.optim
+from pyro import poutine
 from pyro.infer import SVI
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
@@ -48,35 +51,100 @@ class History:
     metrics: list = field(default_factory=list)
 
 
+#: First line of every checkpoint file; the second is ``sha256 <hex digest of the payload>``.
+CHECKPOINT_MAGIC = b"pyro-lvm checkpoint 1\n"
+
+
+#: What :func:`fit` saves and needs to resume.
+_CHECKPOINT_KEYS = {"epoch", "param_store", "optim", "history", "rng"}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``.<name>.tmp<pid>`` files that processes killed mid-write left behind."""
+    prefix = f".{path.name}.tmp"
+    for tmp in path.parent.glob(prefix + "*"):
+        pid = tmp.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def save_checkpoint(path, state: dict) -> None:
-    """Write ``state`` with ``torch.save`` atomically: a temporary file in the same
-    folder, flushed to disk, then renamed over ``path``, so a crash mid-write
-    leaves the previous checkpoint intact."""
+    """Write ``state`` atomically: :data:`CHECKPOINT_MAGIC`, a line ``sha256 <digest>`` and
+    the ``torch.save`` payload go to a temporary file in the same folder, flushed to disk,
+    then renamed over ``path``, so a crash or a full disk mid-write leaves the previous
+    checkpoint intact.  Temporary files of dead processes are removed first.
+
+    :raises OSError: the file could not be written (e.g. "No space left on device"); the
+        message names the file and says the previous checkpoint is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    header = CHECKPOINT_MAGIC + b"sha256 " + hashlib.sha256(payload).hexdigest().encode() + b"\n"
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            f.write(header)
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, f"could not write the checkpoint {path}: {e.strerror or e}; the "
+                               "previous checkpoint there (if any) is untouched") from e
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path, device="cpu") -> dict:
-    """Read a checkpoint written by :func:`fit` and put its parameters on ``device``.
+    """Read a checkpoint written by :func:`save_checkpoint` / :func:`fit`, verify it and put
+    its parameters on ``device``.
 
     :raises FileNotFoundError: no file at ``path``.
+    :raises ValueError: naming the file, when it is empty, not a pyro-lvm checkpoint (no
+        :data:`CHECKPOINT_MAGIC` header), truncated or altered (sha256 mismatch), unreadable,
+        or holds non-finite parameters.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path.resolve()} to resume from")
-    # weights_only=False: the param store state holds constraint objects; the file is our own.
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    params = state["param_store"]["params"]
-    state["param_store"]["params"] = {k: v.to(device) for k, v in params.items()}
+    raw = path.read_bytes()
+    if not raw:
+        raise ValueError(f"the checkpoint {path} is empty")
+    if not raw.startswith(CHECKPOINT_MAGIC):
+        raise ValueError(f"{path} is not a pyro-lvm checkpoint: its first line is not "
+                         f"{CHECKPOINT_MAGIC!r} (another file, an older format, or damaged)")
+    line, sep, payload = raw[len(CHECKPOINT_MAGIC):].partition(b"\n")
+    if not sep or not line.startswith(b"sha256 ") or len(line) != 71:
+        raise ValueError(f"the checkpoint {path} is damaged: its checksum line is missing or malformed")
+    if hashlib.sha256(payload).hexdigest().encode() != line[7:]:
+        raise ValueError(f"the checkpoint {path} is damaged: its contents do not match the sha256 "
+                         "checksum written with them (truncated or altered since)")
+    try:
+        # weights_only=False: the param store state holds constraint objects; the checksum
+        # says the bytes are the ones save_checkpoint wrote.
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises pickle, zip and EOF errors of many kinds
+        raise ValueError(f"the checkpoint {path} cannot be read: {type(e).__name__}: {e}") from e
+    if isinstance(state, dict) and "param_store" in state:
+        params = state["param_store"]["params"]
+        bad = [k for k, v in params.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"the checkpoint {path} holds non-finite parameters: {bad}")
+        state["param_store"]["params"] = {k: v.to(device) for k, v in params.items()}
     return state
 
 
@@ -109,14 +177,80 @@ def _as_tensors(data) -> tuple:
     return tensors
 
 
+def _positive(value) -> bool:
+    """A finite real number > 0 (a step size)."""
+    try:
+        return math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_step_size(optim) -> None:
+    """An optimizer with a fixed ``lr`` (Pyro's ``pt_optim_args`` dict) must have a usable one."""
+    args = getattr(optim, "pt_optim_args", None)
+    if isinstance(args, dict) and "lr" in args and not _positive(args["lr"]):
+        raise ValueError(f"the optimizer's learning rate must be a finite number > 0, got {args['lr']!r}")
+
+
+def _registered_shapes(model, guide, args, kwargs) -> dict:
+    """``{name: shape}`` of every parameter guide and model register on ``args``, read by
+    running both once (no gradient, outside any handler of the caller). As the first
+    registration of a module in the store, this also loads what the store holds into it."""
+    with poutine.block(), torch.no_grad():
+        guide_trace = poutine.trace(guide, param_only=True).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(model, param_only=True).get_trace(*args, **kwargs)
+    sites = {**guide_trace.nodes, **model_trace.nodes}
+    return {name: tuple(site["value"].shape) for name, site in sites.items()
+            if site["type"] == "param"}
+
+
+def _resume_differences(state: dict, config: dict, shapes: dict) -> list:
+    """Every way the run asked for differs from the one ``state`` was saved by."""
+    saved_config = state.get("config", {})
+    saved = {k: tuple(v.shape) for k, v in state["param_store"]["params"].items()}
+    diffs = [f"{key}: checkpoint {saved_config.get(key, '(absent)')!r}, now {config.get(key, '(absent)')!r}"
+             for key in sorted(set(saved_config) | set(config), key=str)
+             if saved_config.get(key, "(absent)") != config.get(key, "(absent)")]
+    for name, shape in shapes.items():
+        if name not in saved:
+            diffs.append(f"parameter {name} {shape} is not in the checkpoint")
+        elif saved[name] != shape:
+            diffs.append(f"parameter {name}: checkpoint shape {saved[name]}, now {shape}")
+    if any(name not in saved for name in shapes):
+        diffs.append(f"the checkpoint holds {sorted(set(saved) - set(shapes))} instead (models are "
+                     "named per instance, vae_0, vae_1, ...: build them in the same order, or pass name=)")
+    return diffs
+
+
+def _checkpoint_note(checkpoint, saved_epoch) -> str:
+    if saved_epoch is None:
+        return "No checkpoint was written by this run."
+    return f"The last good checkpoint ({checkpoint}) holds epoch {saved_epoch}."
+
+
+def _check_finite_parameters(epoch: int, checkpoint, saved_epoch) -> None:
+    """One host sync: are all parameters in the store finite after ``epoch``?"""
+    params = dict(pyro.get_param_store().named_parameters())
+    if not params:
+        return
+    device = next(iter(params.values())).device
+    if bool(torch.stack([torch.isfinite(p).all().to(device) for p in params.values()]).all()):
+        return
+    bad = [name for name, p in params.items() if not torch.isfinite(p).all()]
+    raise FloatingPointError(
+        f"parameters became NaN/inf in epoch {epoch}: {bad}; training stopped and nothing was "
+        f"saved for epoch {epoch}. {_checkpoint_note(checkpoint, saved_epoch)} A smaller step "
+        "size (lr) usually helps.")
+
+
 def decaying_adam(lr: float, lr_final: float, num_epochs: int) -> PyroLRScheduler:
     """Adam whose step size decays geometrically from ``lr`` (first epoch) to ``lr_final``
     (last epoch); :func:`fit` steps the schedule once per epoch.
 
-    :raises ValueError: a step size that is not positive, or ``num_epochs`` < 1.
+    :raises ValueError: a step size that is not finite and positive, or ``num_epochs`` < 1.
     """
-    if lr <= 0 or lr_final <= 0 or num_epochs < 1:
-        raise ValueError(f"need lr > 0, lr_final > 0 and num_epochs >= 1, "
+    if not (_positive(lr) and _positive(lr_final)) or num_epochs < 1:
+        raise ValueError(f"need finite lr > 0, lr_final > 0 and num_epochs >= 1, "
                          f"got {lr}, {lr_final}, {num_epochs}")
     gamma = (lr_final / lr) ** (1 / max(1, num_epochs - 1))
     return pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
@@ -138,6 +272,7 @@ def fit(
     seed: int | None = 0,
     checkpoint=None,
     resume: bool = False,
+    config: dict | None = None,
     callback=None,
     progress: bool = True,
 ) -> History:
@@ -161,16 +296,24 @@ def fit(
     :param checkpoint: a path; after each epoch the parameters, optimizer state,
         epoch, history and RNG state are written there atomically.
     :param bool resume: continue from ``checkpoint`` (parameters, optimizer,
-        history and RNG as saved) up to ``num_epochs`` in all.
+        history and RNG as saved) up to ``num_epochs`` in all; the modules hold the
+        checkpoint's weights from then on.
+    :param config: the run's settings that the checkpoint cannot honour when they change
+        (architecture, step sizes and schedule, loss, ...), a dict of plain values; saved in
+        the checkpoint with ``lr`` (when ``optim`` is None), and compared on ``resume``.
     :param callback: ``callback(epoch, history) -> dict | None`` after each
         epoch; a returned dict (e.g. test ELBO) is stored in ``history.metrics``.
     :param bool progress: show a tqdm bar with the running loss in nats per point.
     :returns: the :class:`History` of all epochs, resumed ones included.
-    :raises ValueError: bad data, sizes or arguments.
+    :raises ValueError: bad data, sizes or arguments; a non-finite or non-positive
+        ``lr`` (or optimizer ``lr``); on ``resume``, a damaged checkpoint
+        (:func:`load_checkpoint`) or one made with another ``config`` or other parameter
+        names or shapes (all differences listed).
     :raises FileNotFoundError: ``resume`` without a checkpoint file.
     :raises RuntimeError: under ``torchrun``, this process lost contact with the others.
-    :raises FloatingPointError: the loss became NaN/inf; the message names the
-        epoch and step, and the checkpoint of the last completed epoch is untouched.
+    :raises FloatingPointError: the loss became NaN/inf (the message names the epoch and
+        step), or a parameter did (checked once per epoch, before saving: the message names
+        the epoch and the parameter); the checkpoint of the last completed epoch is untouched.
 
     Under ``torchrun`` (see :mod:`pyro_lvm.distributed`) every process runs this same
     loop on its share of each global batch of ``batch_size`` rows, with ``num_data = N``;
@@ -186,6 +329,13 @@ def fit(
         raise ValueError(f"batch_size must be >= 1 and num_epochs >= 0, got {batch_size}, {num_epochs}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"config must be a dict of the run's settings, got {type(config).__name__}")
+    if optim is None and not _positive(lr):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if optim is not None:
+        _check_step_size(optim)
+    config = {**({"lr": lr} if optim is None else {}), **(config or {})}
     batch_size = min(batch_size, n)
     steps = n // batch_size
     # --- distributed (torchrun): process group, per-rank RNG stream, rank-0-only output ---
@@ -200,13 +350,27 @@ def fit(
     if seed is not None:
         pyro.set_rng_seed(seed + ctx.rank)  # each rank its own noise; rank 0 as one process
     pyro.clear_param_store()
-    history, start = History(), 0
+    history, start, saved_epoch = History(), 0, None
     if resume:
         state = load_checkpoint(checkpoint, device)
+        if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= set(state):
+            raise ValueError(f"{checkpoint} is a checkpoint file but not one of fit (it lacks "
+                             f"{sorted(_CHECKPOINT_KEYS - set(state if isinstance(state, dict) else ()))})")
+        batch = [t[:batch_size] for t in tensors]
+        if transform is not None:
+            batch[0] = transform(batch[0])
+        diffs = _resume_differences(state, config, _registered_shapes(model, guide, batch, {"num_data": n}))
+        if diffs:
+            raise ValueError(f"cannot resume from {checkpoint}: it was made by another run:\n  "
+                             + "\n  ".join(diffs))
+        pyro.clear_param_store()
         pyro.get_param_store().set_state(state["param_store"])
+        _registered_shapes(model, guide, batch, {"num_data": n})  # the modules take the saved weights
         optim.set_state(state["optim"])
         history, start = History(**state["history"]), state["epoch"]
-        # Ranks without a saved stream (resumed on more processes) continue rank 0's.
+        saved_epoch = start
+        # After the runs above, which drew random numbers.  Distributed: each rank its own
+        # stream; ranks without one (resumed on more processes) continue rank 0's.
         rngs = state.get("rng_per_rank", [state["rng"]])
         _set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0], device)
     svi = ctx.svi(model, guide, optim, loss_fn)  # plain SVI, or DDP around the loss
@@ -231,8 +395,7 @@ def fit(
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"loss is {value} at epoch {epoch}, step {step + 1} of {steps}; training "
-                    f"stopped. The last good checkpoint ({checkpoint or 'none kept'}) holds "
-                    f"epoch {epoch - 1}."
+                    f"stopped. {_checkpoint_note(checkpoint, saved_epoch)}"
                 )
             total += value
             bar.set_postfix(loss_per_point=f"{total / (step + 1) / n:.2f}", refresh=False)
@@ -240,6 +403,7 @@ def fit(
         history.epoch.append(epoch)
         history.loss.append(ctx.mean(total, device) / steps / n)  # distributed: mean over ranks
         history.seconds.append(time.perf_counter() - t0)
+        _check_finite_parameters(epoch, checkpoint, saved_epoch)  # before callback and saving
         history.metrics.append((callback(epoch, history) if callback else None) or {})
         if isinstance(optim, PyroLRScheduler):
             optim.step()
@@ -257,6 +421,9 @@ def fit(
                 "optim": optim.get_state(),
                 "history": asdict(history),
                 "rng": _rng_state(device),
+                "config": config,
                 **({"rng_per_rank": rngs} if rngs else {}),
             })
+        if checkpoint is not None:  # on every rank: rank 0 wrote it
+            saved_epoch = epoch
     return history

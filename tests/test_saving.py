@@ -92,3 +92,20 @@ def test_bad_files_are_clear_errors(tmp_path):
 def test_unstorable_argument_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="cannot save constructor argument"):
         VAE(z_dim=2, hidden_dims=(8,), activation=lambda: torch.nn.ReLU()).save(tmp_path / "m.pt")
+
+
+
+def test_dlgm_round_trip(tmp_path):
+    from pyro_lvm.models import DLGM
+
+    dlgm = DLGM(x_dim=20, z_dims=(4, 2), hidden_dims=((8,), (6,)))
+    dlgm.save(tmp_path / "dlgm.pt")
+    loaded = DLGM.load(tmp_path / "dlgm.pt")
+    assert loaded.z_dims == (4, 2) and loaded.name != dlgm.name  # its own Pyro name
+    state, other = dlgm.state_dict(), loaded.state_dict()
+    assert state.keys() == other.keys() and all(torch.equal(state[k], other[k]) for k in state)
+    x = torch.bernoulli(torch.rand(5, 20))
+    pyro.set_rng_seed(3)
+    before = evaluate.elbo(dlgm.model, dlgm.guide, x)
+    pyro.set_rng_seed(3)
+    assert torch.equal(before, evaluate.elbo(loaded.model, loaded.guide, x))

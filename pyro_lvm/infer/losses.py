@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import torch
 
-import pyro
 from pyro import poutine
 from pyro.infer import TraceGraph_ELBO
 from pyro.distributions import TorchDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from ..params import register, unique_name
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
 
 __all__ = ["IWAE", "DReG", "VIMCO", "TraceGraph", "score_function_guide"]
@@ -144,6 +144,7 @@ class TraceGraph(TraceGraph_ELBO):
             raise ValueError("baseline='neural' needs baseline_net, a module mapping x to (B,)")
         super().__init__(num_particles=num_particles)
         self.baseline, self.baseline_beta, self.baseline_net = baseline, baseline_beta, baseline_net
+        self.baseline_name = unique_name("tracegraph_baseline")
 
     def _guide(self, guide):
         if self.baseline == "none":
@@ -151,7 +152,7 @@ class TraceGraph(TraceGraph_ELBO):
 
         def with_baselines(*args, **kwargs):
             if self.baseline_net is not None:
-                pyro.module("tracegraph_baseline", self.baseline_net)
+                register(self.baseline_name, self.baseline_net)
 
             def config(msg):
                 if msg["type"] != "sample" or msg["is_observed"] or msg["fn"].has_rsample:

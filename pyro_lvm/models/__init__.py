@@ -1,5 +1,6 @@
 """Model/guide pairs: VAE (deep latent Gaussian model), GMM, PPCA, missing-pixel MNIST."""
 
+from .dlgm import DLGM
 from .vae import VAE
 
-__all__ = ["VAE"]
+__all__ = ["DLGM", "VAE"]

@@ -35,6 +35,7 @@ import pyro.distributions as dist
 from pyro.infer import config_enumerate
 
 from ..data import check_data
+from ..params import register, unique_name
 from .common import check_local_rows, data_plate, mlp
 from .saving import Saveable
 
@@ -220,10 +221,10 @@ class GMM(Saveable):
         ``(K, D, D)`` (e.g. from :func:`fit_em` or :func:`initial_params`).
     """
 
-    def __init__(self, weights, means, covariances, name: str = "gmm"):
+    def __init__(self, weights, means, covariances, name: str | None = None):
         super().__init__()
         _check_params(weights, means, covariances)
-        self.name = name
+        self.name = unique_name("gmm", name)
         self.num_components, self.dim = means.shape
         # contiguous: Pyro's param store keeps contiguous copies and would swap the module's tensors
         self.logits = nn.Parameter(weights.log().contiguous())
@@ -242,7 +243,7 @@ class GMM(Saveable):
     def model(self, x, num_data=None):
         if x.dim() != 2 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
-        pyro.module(self.name, self, update_module_params=True)
+        register(self.name, self)
         scale_tril = transform_to(constraints.lower_cholesky)(self.raw_scale_tril)
         with data_plate(x, num_data):
             z = pyro.sample("z", dist.Categorical(logits=self.logits))
@@ -264,11 +265,11 @@ class MeanFieldGuide(Saveable):
     :param init: optional ``(N, K)`` initial responsibilities (default uniform).
     """
 
-    def __init__(self, num_data: int, num_components: int, init=None, name="gmm_meanfield"):
+    def __init__(self, num_data: int, num_components: int, init=None, name=None):
         super().__init__()
         logits = torch.zeros(num_data, num_components) if init is None else init.clamp(min=1e-6).log()
         self.logits = nn.Parameter(logits)
-        self.name = name
+        self.name = unique_name("gmm_meanfield", name)
 
     @property
     def responsibilities(self) -> torch.Tensor:
@@ -277,7 +278,7 @@ class MeanFieldGuide(Saveable):
 
     def guide(self, x, num_data=None):
         check_local_rows(x, self.logits.shape[0], "mean-field")
-        pyro.module(self.name, self, update_module_params=True)
+        register(self.name, self)
         with data_plate(x, num_data):
             pyro.sample("z", dist.Categorical(logits=self.logits))
 
@@ -288,16 +289,16 @@ class AmortisedGuide(Saveable):
     :param int dim: D.  :param int num_components: K.  :param hidden_dims: MLP widths.
     """
 
-    def __init__(self, dim: int, num_components: int, hidden_dims=(64,), name="gmm_amortised"):
+    def __init__(self, dim: int, num_components: int, hidden_dims=(64,), name=None):
         super().__init__()
         self.net = mlp((dim, *hidden_dims, num_components), nn.ReLU)
-        self.name = name
+        self.name = unique_name("gmm_amortised", name)
 
     def responsibilities(self, x) -> torch.Tensor:
         return torch.softmax(self.net(x), -1)
 
     def guide(self, x, num_data=None):
-        pyro.module(self.name, self, update_module_params=True)
+        register(self.name, self)
         with data_plate(x, num_data):
             pyro.sample("z", dist.Categorical(logits=self.net(x)))
 

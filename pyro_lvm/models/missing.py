@@ -33,6 +33,7 @@ from pyro import poutine
 
 from .. import evaluate
 from ..data import MNIST_SHAPE, check_data
+from ..params import isolated_param_store, register, unique_name
 from ..train import fit
 from .common import check_local_rows, data_plate, mlp
 from .saving import Saveable
@@ -89,7 +90,7 @@ class MissingPixelModel(Saveable):
             raise ValueError(f"x and mask must both be (B, {self.vae.x_dim}), got "
                              f"{tuple(x.shape)} and {tuple(mask.shape)}")
         if self.learn:
-            pyro.module(f"{self.vae.name}_decoder", self.vae.decoder, update_module_params=True)
+            register(f"{self.vae.name}_decoder", self.vae.decoder)
         prior = dist.Normal(x.new_zeros(self.vae.z_dim), 1.0).to_event(1)
         with data_plate(x, num_data, dim=-2):
             z = pyro.sample("z", prior)  # batch (B, 1): the pixel plate is dim -1
@@ -127,9 +128,9 @@ class _PixelGuide(Saveable):
             return torch.where(mask, torch.sigmoid(self.logits(x, mask)), x)
 
     def guide(self, x, mask, num_data=None):
-        pyro.module(self.name, self.pixels, update_module_params=True)
+        register(self.name, self.pixels)
         if self.learn_encoder:
-            pyro.module(f"{self.vae.name}_encoder", self.vae.encoder, update_module_params=True)
+            register(f"{self.vae.name}_encoder", self.vae.encoder)
         logits = self.logits(x, mask)
         soft = torch.where(mask, torch.sigmoid(logits), x)  # completed with probabilities
         loc, scale = self.vae.encode(soft)
@@ -146,7 +147,7 @@ class MeanFieldPixelGuide(_PixelGuide):
     With ``trainable=False`` it is a fixed proposal (e.g. phi = 0.5, the uniform one)."""
 
     def __init__(self, vae: VAE, num_images: int, init=None, trainable: bool = True,
-                 learn_encoder: bool = False, name: str = "pixels_meanfield"):
+                 learn_encoder: bool = False, name: str | None = None):
         probs = torch.full((num_images, vae.x_dim), 0.5) if init is None else \
             torch.as_tensor(init, dtype=torch.float32).expand(num_images, vae.x_dim)
         logits = torch.logit(probs.clamp(1e-4, 1 - 1e-4)).contiguous()
@@ -155,7 +156,7 @@ class MeanFieldPixelGuide(_PixelGuide):
             pixels.logits = nn.Parameter(logits)
         else:
             pixels.register_buffer("logits", logits)
-        super().__init__(vae, pixels, learn_encoder, name)
+        super().__init__(vae, pixels, learn_encoder, unique_name("pixels_meanfield", name))
 
     def logits(self, x, mask):
         logits = self.pixels.logits
@@ -172,14 +173,14 @@ class AmortisedPixelGuide(_PixelGuide):
     """
 
     def __init__(self, vae: VAE, hidden_dims=(400,), init=None, learn_encoder: bool = False,
-                 name: str = "pixels_amortised"):
+                 name: str | None = None):
         net = mlp((2 * vae.x_dim, *hidden_dims, vae.x_dim), nn.ReLU)
         if init is not None:
             probs = torch.as_tensor(init, dtype=torch.float32).expand(vae.x_dim)
             with torch.no_grad():
                 net[-1].weight.zero_()
                 net[-1].bias.copy_(torch.logit(probs.clamp(1e-3, 1 - 1e-3)))
-        super().__init__(vae, net, learn_encoder, name)
+        super().__init__(vae, net, learn_encoder, unique_name("pixels_amortised", name))
 
     def logits(self, x, mask):
         mask = mask.to(x.dtype)
@@ -215,8 +216,9 @@ def inpaint(model: MissingPixelModel, x, mask, guide="meanfield", steps: int = 5
             guide = AmortisedPixelGuide(model.vae).to(x.device)
         else:
             raise ValueError(f"guide must be 'meanfield', 'amortized' or a pixel guide, got {guide!r}")
-        fit(model.model, guide.guide, (x, mask), loss=loss, num_particles=num_particles, lr=lr,
-            num_epochs=steps, batch_size=len(x), seed=seed, progress=False)
+        with isolated_param_store():  # the caller's param store stays as it was
+            fit(model.model, guide.guide, (x, mask), loss=loss, num_particles=num_particles, lr=lr,
+                num_epochs=steps, batch_size=len(x), seed=seed, progress=False)
     phi = guide.probs(x, mask)
     samples = torch.where(mask, torch.bernoulli(phi.expand(num_samples, *phi.shape)), x)
     return phi, samples, guide

@@ -33,6 +33,7 @@ import pyro
 import pyro.distributions as dist
 
 from ..data import check_data
+from ..params import register, unique_name
 from .common import check_local_rows, data_plate
 from .saving import Saveable
 
@@ -165,11 +166,12 @@ class PPCA(Saveable):
     """
 
     def __init__(self, x_dim: int, latent_dim: int, latent_scale: float = 1.0, W=None, mean=None,
-                 noise_scale=1.0, name: str = "ppca"):
+                 noise_scale=1.0, name: str | None = None):
         super().__init__()
         if not 1 <= latent_dim < x_dim:
             raise ValueError(f"latent_dim must be between 1 and x_dim-1, got {latent_dim}")
-        self.x_dim, self.latent_dim, self.latent_scale, self.name = x_dim, latent_dim, latent_scale, name
+        self.x_dim, self.latent_dim, self.latent_scale, self.name = x_dim, latent_dim, latent_scale, \
+            unique_name("ppca", name)
         # contiguous: Pyro's param store keeps contiguous copies and would swap the module's tensors
         self.W = nn.Parameter(torch.randn(x_dim, latent_dim) * 0.1 if W is None else W.contiguous().clone())
         self.mean = nn.Parameter(torch.zeros(x_dim) if mean is None else mean.contiguous().clone())
@@ -182,7 +184,7 @@ class PPCA(Saveable):
     def model(self, x, num_data=None):
         if x.dim() != 2 or x.shape[-1] != self.x_dim:
             raise ValueError(f"x must have shape (B, {self.x_dim}), got {tuple(x.shape)}")
-        pyro.module(self.name, self, update_module_params=True)
+        register(self.name, self)
         prior = dist.Normal(x.new_zeros(self.latent_dim), self.latent_scale).to_event(1)
         with data_plate(x, num_data):
             z = pyro.sample("z", prior)
@@ -214,11 +216,11 @@ class AmortisedLinearGuide(Saveable):
     """
 
     def __init__(self, x_dim: int, latent_dim: int, covariance: str = "full",
-                 name: str = "ppca_amortised"):
+                 name: str | None = None):
         super().__init__()
         if covariance not in ("full", "diagonal"):
             raise ValueError(f"covariance must be 'full' or 'diagonal', got {covariance!r}")
-        self.covariance, self.name = covariance, name
+        self.covariance, self.name = covariance, unique_name("ppca_amortised", name)
         self.linear = nn.Linear(x_dim, latent_dim)
         nn.init.zeros_(self.linear.weight)
         shape = (latent_dim, latent_dim) if covariance == "full" else (latent_dim,)
@@ -237,7 +239,7 @@ class AmortisedLinearGuide(Saveable):
         return q.mean, q.stddev
 
     def guide(self, x, num_data=None):
-        pyro.module(self.name, self, update_module_params=True)
+        register(self.name, self)
         q = self.distribution(x)
         with data_plate(x, num_data):
             pyro.sample("z", q)
@@ -246,7 +248,7 @@ class AmortisedLinearGuide(Saveable):
 def exact_posterior_guide(ppca: PPCA) -> AmortisedLinearGuide:
     """An :class:`AmortisedLinearGuide` (full covariance, its own parameters) set to
     the exact posterior of ``ppca``: ``A = cov W^T / sigma^2``, ``b = -A mu``, ``L = chol(cov)``."""
-    guide = AmortisedLinearGuide(ppca.x_dim, ppca.latent_dim, "full", name="ppca_exact")
+    guide = AmortisedLinearGuide(ppca.x_dim, ppca.latent_dim, "full", name=unique_name("ppca_exact"))
     W, mean = ppca.W.detach(), ppca.mean.detach()
     _, cov = posterior(mean[None], W, mean, ppca.noise_scale.detach(), ppca.latent_scale)
     A = cov @ W.T / ppca.noise_scale.detach() ** 2
@@ -264,18 +266,18 @@ class MeanFieldGuide(Saveable):
     The guide must see the full data set at every step (``batch_size >= N``).
     """
 
-    def __init__(self, num_data: int, latent_dim: int, name: str = "ppca_meanfield"):
+    def __init__(self, num_data: int, latent_dim: int, name: str | None = None):
         super().__init__()
         self.loc = nn.Parameter(torch.zeros(num_data, latent_dim))
         self.raw_scale = nn.Parameter(torch.zeros(num_data, latent_dim))
-        self.name = name
+        self.name = unique_name("ppca_meanfield", name)
 
     def distribution(self, x=None) -> dist.Distribution:
         return dist.Normal(self.loc, F.softplus(self.raw_scale)).to_event(1)
 
     def guide(self, x, num_data=None):
         check_local_rows(x, self.loc.shape[0], "mean-field")
-        pyro.module(self.name, self, update_module_params=True)
+        register(self.name, self)
         with data_plate(x, num_data):
             pyro.sample("z", self.distribution())
 

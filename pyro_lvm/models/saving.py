@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
 from pathlib import Path
 
 import torch
@@ -114,12 +115,20 @@ class Saveable(nn.Module):
             string, class, model module or container of those).
         """
         from .. import __version__
-        from ..train import save_checkpoint  # atomic write: a crash leaves the old file
 
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        save_checkpoint(path, {"format": FORMAT, "format_version": FORMAT_VERSION,
-                               "library_version": __version__, "model": self.spec(),
-                               "state_dict": state})
+        payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                   "library_version": __version__, "model": self.spec(), "state_dict": state}
+        # A plain torch.save file (checkpoints carry a header; this must stay loadable by
+        # torch.load alone), written to a temporary file and renamed: a crash leaves the old one.
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path, device="cpu"):

@@ -22,6 +22,7 @@ import pyro.distributions as dist
 from pyro.infer.util import is_validation_enabled
 
 from ..data import check_data
+from ..params import register, unique_name
 from .common import data_plate, mlp
 from .saving import Saveable
 
@@ -41,7 +42,8 @@ class VAE(Saveable):
     :param str likelihood: ``"bernoulli"`` for data in [0, 1] (binary pixels,
         or grey levels read as probabilities), ``"normal"`` for real data.
     :param activation: the hidden-layer non-linearity (a ``nn.Module`` class).
-    :param str name: prefix of the parameter names in Pyro's param store.
+    :param str name: prefix of the parameter names in Pyro's param store (default
+        ``vae_0``, ``vae_1``, ... one per instance: :func:`pyro_lvm.params.unique_name`).
     :raises ValueError: a non-positive size or an unknown likelihood.
 
     ``model(x, num_data=None)`` and ``guide(x, num_data=None)`` take ``x`` of
@@ -56,7 +58,7 @@ class VAE(Saveable):
         hidden_dims=(400,),
         likelihood: str = "bernoulli",
         activation=nn.Softplus,
-        name: str = "vae",
+        name: str | None = None,
     ):
         super().__init__()
         hidden_dims = tuple(int(h) for h in hidden_dims)
@@ -66,7 +68,7 @@ class VAE(Saveable):
             )
         if likelihood not in _LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
-        self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, name
+        self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, unique_name("vae", name)
         out = x_dim if likelihood == "bernoulli" else 2 * x_dim
         self.encoder = mlp((x_dim, *hidden_dims, 2 * z_dim), activation)
         self.decoder = mlp((z_dim, *reversed(hidden_dims), out), activation)
@@ -98,14 +100,14 @@ class VAE(Saveable):
 
     def model(self, x: torch.Tensor, num_data: int | None = None):
         self._check(x)
-        pyro.module(f"{self.name}_decoder", self.decoder, update_module_params=True)
+        register(f"{self.name}_decoder", self.decoder)
         prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
         with data_plate(x, num_data):
             z = pyro.sample("z", prior)
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
-        pyro.module(f"{self.name}_encoder", self.encoder, update_module_params=True)
+        register(f"{self.name}_encoder", self.encoder)
         # The encoder runs once per batch; a particle plate around the guide
         # broadcasts the Normal, so K particles cost one encoder pass.
         loc, scale = self.encode(x)
