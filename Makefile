@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The MNIST files (torchvision layout MNIST/raw/*-ubyte); override by setting PYRO_LVM_DATA.
-export PYRO_LVM_DATA ?= $(abspath ../shared/data)
+# Without a neighbouring copy it stays empty and the demo downloads into ./data.
+export PYRO_LVM_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data))
+# Extra flags for the demo, e.g. DEMO_ARGS="--epochs 3 --eval-samples 100".
+DEMO_ARGS ?=
 export MPLBACKEND ?= Agg
 
 .PHONY: demo test examples benchmarks clean
@@ -15,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) examples/svi_vae.py
+	$(PY) examples/svi_vae.py $(DEMO_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -2,22 +2,27 @@
 
     python examples/svi_vae.py                       # the demo: a few minutes on 2 CPU cores
     python examples/svi_vae.py --loss dreg --num-particles 5 --eval-samples 5000
+    torchrun --nproc_per_node=2 examples/svi_vae.py   # the same run on 2 processes (DDP)
 
-Writes into --out: metrics.json, samples.png, reconstructions.png, elbo.png and
-checkpoint.pt (resume with --resume).  metrics.json includes the PSIS diagnostic of the
+Writes into --out: metrics.json, samples.png, reconstructions.png, elbo.png, model.pt (the
+trained VAE: ``VAE.load(path)``) and checkpoint.pt (resume with --resume).  Without the MNIST
+files it downloads them into $PYRO_LVM_DATA, else ./data (--no-download: don't).
+metrics.json includes the PSIS diagnostic of the
 importance weights behind log p(x) (Pareto k-hat per test image, arviz).  Test numbers use one fixed-seed
 binarization of the 10,000 test images, so they compare across runs.
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 import pyro
+import pyro.util
+from pyro_lvm import distributed, evaluate
 from pyro_lvm.cli import int_at_least, nonnegative_int, positive_float, positive_int
-from pyro_lvm import evaluate
 from pyro_lvm.data import binarize, check_data, fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.diagnostics import psis_from_log_weights
 from pyro_lvm.infer import LOSSES, log_mean_exp, make_loss
@@ -38,6 +43,8 @@ parser.add_argument("--loss", default="meanfield", choices=sorted(LOSSES))
 parser.add_argument("--num-particles", type=positive_int, default=1)
 parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
 parser.add_argument("--data-dir", default=None, help="folder with MNIST/raw (default $PYRO_LVM_DATA)")
+parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                    help="download MNIST when absent (default: yes)")
 parser.add_argument("--out", default="results/svi_vae")
 parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
 parser.add_argument("--seed", type=nonnegative_int, default=0)
@@ -51,12 +58,15 @@ except ValueError as e:  # e.g. --lr inf: say so before loading data or training
 if args.loss == "vimco" and args.num_particles < 2:  # its leave-one-out baselines need two
     parser.error("argument --num-particles: --loss vimco needs an integer >= 2")
 
-device = resolve_device(args.device)
+device = distributed.local_device(resolve_device(args.device))  # under torchrun: this rank's GPU
+ctx = distributed.init(device)  # one process, or this rank of torchrun's
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 pyro.set_rng_seed(args.seed)
-x_train, _ = load_mnist(args.data_dir, train=True, device=device)
-x_test = fixed_binarization(load_mnist(args.data_dir, train=False, device=device)[0])
+with distributed.main_first(ctx):  # rank 0 downloads (if need be) before the others read
+    x_train, _ = load_mnist(args.data_dir, train=True, device=device, download=args.download)
+    x_test = load_mnist(args.data_dir, train=False, device=device, download=args.download)[0]
+x_test = fixed_binarization(x_test)
 check_data(x_train, "x_train", size=784, low=0.0, high=1.0)  # once, so the loop runs unvalidated
 
 vae = VAE(z_dim=args.z_dim, hidden_dims=args.hidden).to(device)
@@ -66,7 +76,14 @@ run_config = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "lr_fi
 
 
 def test_elbo(epoch, history):
-    return {"test_elbo": evaluate.elbo(vae.model, vae.guide, x_test).mean().item()}
+    # The same seed every epoch (common random numbers, training's RNG untouched): the curve
+    # moves only with the parameters, and a reloaded model.pt reproduces the last value.
+    state = pyro.util.get_rng_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        pyro.set_rng_seed(args.seed)
+        value = evaluate.elbo(vae.model, vae.guide, x_test).mean().item()
+    pyro.util.set_rng_state(state)
+    return {"test_elbo": value}
 
 
 with pyro.validation_enabled(False):  # Pyro's per-site checks cost a sync each; data checked above
@@ -74,6 +91,8 @@ with pyro.validation_enabled(False):  # Pyro's per-site checks cost a sync each;
                   optim=optim, num_epochs=args.epochs, batch_size=args.batch_size,
                   transform=binarize, seed=args.seed, checkpoint=out / "checkpoint.pt",
                   resume=args.resume, config=run_config, callback=test_elbo)
+    if not ctx.is_main:  # distributed: evaluation and files are rank 0's
+        sys.exit(0)
     t0 = time.perf_counter()
     # Blocks of 100 images with many particles each: the encoder runs once per block.
     log_w = evaluate.log_weights(vae.model, vae.guide, x_test, num_samples=args.eval_samples,
@@ -85,6 +104,8 @@ with pyro.validation_enabled(False):  # Pyro's per-site checks cost a sync each;
 metrics = {
     "config": vars(args),
     "device": str(device),
+    "world_size": ctx.world_size,
+    "backend": ctx.backend,
     "epochs": history.epoch,
     "train_elbo": [-v for v in history.loss],
     "test_elbo": [m["test_elbo"] for m in history.metrics],
@@ -99,6 +120,7 @@ metrics = {
     "units": "nats per image",
 }
 write_metrics(out / "metrics.json", metrics)
+vae.save(out / "model.pt")
 
 with torch.no_grad():
     save_image_grid(vae.sample(64), out / "samples.png")
@@ -110,4 +132,4 @@ plot_curves({"train ELBO": (history.epoch, metrics["train_elbo"]),
 print(f"test ELBO {metrics['test_elbo'][-1]:.2f}, test log p(x) {metrics['test_log_likelihood']:.2f} "
       f"nats/image (K={args.eval_samples}), PSIS k-hat > 0.7 for {100 * psis.share_above:.1f}% of "
       f"test images, {sum(history.seconds):.0f} s training on {device}; "
-      f"wrote {out}/metrics.json, samples.png, reconstructions.png, elbo.png, checkpoint.pt")
+      f"wrote {out}/metrics.json, model.pt, samples.png, reconstructions.png, elbo.png, checkpoint.pt")

@@ -8,6 +8,7 @@ here too, so that every public function rejects bad data with the same words.
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import os
 from pathlib import Path
@@ -16,20 +17,32 @@ import torch
 
 __all__ = [
     "DATA_ENV",
+    "MIRROR_ENV",
+    "MNIST_SHA256",
     "MNIST_SHAPE",
     "binarize",
     "check_data",
     "check_size",
+    "download_mnist",
     "fixed_binarization",
     "load_mnist",
-    "verify_mnist_files",
     "resolve_device",
+    "verify_mnist_files",
 ]
 
 #: Environment variable naming the folder that holds ``MNIST/raw/*-ubyte``.
 DATA_ENV = "PYRO_LVM_DATA"
 #: Height and width of one MNIST image; images are flattened to 784 pixels.
 MNIST_SHAPE = (28, 28)
+#: Environment variable naming a mirror (base URL) tried before torchvision's list.
+MIRROR_ENV = "PYRO_LVM_MNIST_MIRROR"
+#: SHA-256 of the four uncompressed MNIST files.
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -117,8 +130,9 @@ def load_mnist(root=None, train: bool = True, device="cpu", download: bool = Fal
     :param root: folder holding ``MNIST/raw``, or None for the defaults above.
     :param bool train: the 60,000-image training split, else the 10,000 test images.
     :param device: where the tensors are put (``"cpu"``, ``"cuda"``, ``"auto"``).
-    :param bool download: let torchvision download into the first folder when
-        the files are absent (needs a network; off by default so that nothing
+    :param bool download: when the files are in none of the folders, download
+        them into the first (``root``, else ``$PYRO_LVM_DATA``, else ``./data``) with
+        :func:`download_mnist` (needs a network; off by default so that nothing
         downloads at test time).
     :returns: ``(images, labels)``: float32 ``(N, 784)`` grey levels in [0, 1]
         and int64 ``(N,)`` digit labels.
@@ -135,7 +149,7 @@ def load_mnist(root=None, train: bool = True, device="cpu", download: bool = Fal
         looked.append(str((path / "MNIST" / "raw").resolve()))
         verify_mnist_files(path / "MNIST" / "raw", train)
         try:
-            dataset = MNIST(str(path), train=train, download=download)
+            dataset = MNIST(str(path), train=train, download=False)
         except RuntimeError as err:  # torchvision: "Dataset not found" / download failed
             errors.append(f"{path}: {err}")
             continue
@@ -144,6 +158,13 @@ def load_mnist(root=None, train: bool = True, device="cpu", download: bool = Fal
             continue
         images = dataset.data.reshape(len(dataset.data), -1).to(torch.float32) / 255.0
         return images.to(device), dataset.targets.to(torch.int64).to(device)
+    if download:
+        cache = _candidate_roots(root)[0]
+        try:
+            download_mnist(cache)
+            return load_mnist(cache, train=train, device=device)
+        except OSError as err:  # offline, or no mirror had good files
+            errors.append(f"download into {cache}: {err}")
     split = "train-*-idx?-ubyte" if train else "t10k-*-idx?-ubyte"
     raise FileNotFoundError(
         f"MNIST files ({split}) not found. Looked in: {', '.join(looked)}. "
@@ -152,6 +173,58 @@ def load_mnist(root=None, train: bool = True, device="cpu", download: bool = Fal
         f"with internet, load_mnist(download=True) fetches them with torchvision."
         + (f" Details: {'; '.join(errors)}" if errors else "")
     )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_mnist(root, mirrors=None) -> Path:
+    """Download the four MNIST files into ``root/MNIST/raw`` (the torchvision layout) and
+    check each uncompressed file against :data:`MNIST_SHA256`.
+
+    Fetching and unpacking is torchvision's (``download_and_extract_archive``).  Its own
+    check is an MD5 of the ``.gz`` file, which differs between mirrors that compress the same
+    data differently, so the check here is of the uncompressed content instead.
+
+    :param root: the cache folder; files already there with the right checksum are kept.
+    :param mirrors: base URLs tried in order for each ``<name>.gz``; default
+        ``$PYRO_LVM_MNIST_MIRROR`` (if set) then ``torchvision.datasets.MNIST.mirrors``.
+    :returns: the ``MNIST/raw`` folder.
+    :raises OSError: a file that no mirror delivered, or delivered with another checksum
+        (the bad file is removed).
+    """
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    if mirrors is None:
+        mirrors = [os.environ[MIRROR_ENV]] if os.environ.get(MIRROR_ENV) else []
+        mirrors += MNIST.mirrors
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, sha256 in MNIST_SHA256.items():
+        target = raw / name
+        if target.is_file() and _sha256(target) == sha256:
+            continue
+        failures = []
+        for mirror in mirrors:
+            url = f"{mirror.rstrip('/')}/{name}.gz"
+            try:
+                download_and_extract_archive(url, str(raw), filename=f"{name}.gz", remove_finished=True)
+            except (OSError, RuntimeError) as err:  # unreachable, HTTP error, bad archive
+                failures.append(f"{url}: {err}")
+                continue
+            if _sha256(target) == sha256:
+                break
+            target.unlink()
+            failures.append(f"{url}: SHA-256 of {name} is not {sha256}")
+        else:
+            raise OSError(f"could not download {name}: {'; '.join(failures) or 'no mirror'}")
+    return raw
 
 
 def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -18,14 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import pyro
 import pyro.optim
 from pyro import poutine
-from pyro.infer import SVI
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
+from . import distributed
 from .data import check_data, check_size
 from .infer import make_loss
 
@@ -308,9 +309,15 @@ def fit(
         (:func:`load_checkpoint`) or one made with another ``config`` or other parameter
         names or shapes (all differences listed).
     :raises FileNotFoundError: ``resume`` without a checkpoint file.
+    :raises RuntimeError: under ``torchrun``, this process lost contact with the others.
     :raises FloatingPointError: the loss became NaN/inf (the message names the epoch and
         step), or a parameter did (checked once per epoch, before saving: the message names
         the epoch and the parameter); the checkpoint of the last completed epoch is untouched.
+
+    Under ``torchrun`` (see :mod:`pyro_lvm.distributed`) every process runs this same
+    loop on its share of each global batch of ``batch_size`` rows, with ``num_data = N``;
+    DDP averages the gradients, the returned loss is the mean over ranks, and only rank 0
+    shows progress and writes the checkpoint.  Rank ``r`` seeds ``seed + r``.
 
     Pyro's param store is cleared first, so training starts from the
     parameters held by the model's and guide's modules (or from the checkpoint).
@@ -340,10 +347,17 @@ def fit(
     config = {**({"lr": lr} if optim is None else {}), **(config or {})}
     batch_size = min(batch_size, n)
     steps = n // batch_size
+    # --- distributed (torchrun): process group, per-rank RNG stream, rank-0-only output ---
+    ctx = distributed.init(device)
+    if batch_size < ctx.world_size:
+        raise ValueError(f"batch_size ({batch_size}) is the global batch and must be at least "
+                         f"the number of processes ({ctx.world_size})")
+    progress = progress and ctx.is_main
+    # --- end distributed ---
     loss_fn = make_loss(loss, num_particles) if isinstance(loss, str) else loss
     optim = optim if optim is not None else pyro.optim.Adam({"lr": lr})
     if seed is not None:
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(seed + ctx.rank)  # each rank its own noise; rank 0 as one process
     pyro.clear_param_store()
     history, start, saved_epoch = History(), 0, None
     if resume:
@@ -364,22 +378,29 @@ def fit(
         optim.set_state(state["optim"])
         history, start = History(**state["history"]), state["epoch"]
         saved_epoch = start
-        _set_rng_state(state["rng"], device)  # after the runs above, which drew random numbers
-    svi = SVI(model, guide, optim, loss_fn)
+        # After the runs above, which drew random numbers.  Distributed: each rank its own
+        # stream; ranks without one (resumed on more processes) continue rank 0's.
+        rngs = state.get("rng_per_rank", [state["rng"]])
+        _set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0], device)
+    svi = ctx.svi(model, guide, optim, loss_fn)  # plain SVI, or DDP around the loss
 
     for epoch in range(start + 1, num_epochs + 1):
         # A full batch keeps the rows in order: guides with local (per-row) parameters
         # match them by position.
         perm = torch.randperm(n, device=device) if steps > 1 else torch.arange(n, device=device)
+        perm = ctx.same_on_all(perm)  # distributed: every rank follows rank 0's permutation
         total, t0 = 0.0, time.perf_counter()
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{num_epochs}", disable=not progress,
                    leave=False, mininterval=0.5)
         for step in bar:
-            idx = perm[step * batch_size:(step + 1) * batch_size]
+            idx = ctx.shard(perm[step * batch_size:(step + 1) * batch_size])  # this rank's share
             batch = [t[idx] for t in tensors]
             if transform is not None:
                 batch[0] = transform(batch[0])
-            value = svi.step(*batch, num_data=n)  # a float: SVI's one host sync per step
+            try:
+                value = svi.step(*batch, num_data=n)  # a float: SVI's one host sync per step
+            except dist.DistError as err:  # distributed: a process died or hung
+                raise RuntimeError(ctx.message(err)) from err
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"loss is {value} at epoch {epoch}, step {step + 1} of {steps}; training "
@@ -389,18 +410,20 @@ def fit(
             bar.set_postfix(loss_per_point=f"{total / (step + 1) / n:.2f}", refresh=False)
         bar.close()
         history.epoch.append(epoch)
-        history.loss.append(total / steps / n)
+        history.loss.append(ctx.mean(total, device) / steps / n)  # distributed: mean over ranks
         history.seconds.append(time.perf_counter() - t0)
         _check_finite_parameters(epoch, checkpoint, saved_epoch)  # before callback and saving
         history.metrics.append((callback(epoch, history) if callback else None) or {})
         if isinstance(optim, PyroLRScheduler):
             optim.step()
-        if progress:
+        if progress:  # rank 0 only
             extra = "".join(f", {k} {v:.3f}" for k, v in history.metrics[-1].items()
                             if isinstance(v, float))
             tqdm.write(f"epoch {epoch}: loss {history.loss[-1]:.3f} nats/point"
                        f"{extra}, {history.seconds[-1]:.1f} s")
-        if checkpoint is not None:
+        # distributed: every rank's RNG stream is kept; rank 0 writes
+        rngs = ctx.gather(_rng_state(device)) if checkpoint is not None and ctx.active else None
+        if checkpoint is not None and ctx.is_main:
             save_checkpoint(checkpoint, {
                 "epoch": epoch,
                 "param_store": pyro.get_param_store().get_state(),
@@ -408,6 +431,8 @@ def fit(
                 "history": asdict(history),
                 "rng": _rng_state(device),
                 "config": config,
+                **({"rng_per_rank": rngs} if rngs else {}),
             })
+        if checkpoint is not None:  # on every rank: rank 0 wrote it
             saved_epoch = epoch
     return history

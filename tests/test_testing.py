@@ -86,7 +86,7 @@ def test_check_pair_passes_on_library_pairs_and_lists_every_problem():
 
     def global_loc_guide(x):
         loc = pyro.param("loc", torch.zeros(10))  # per-point, but not declared local
-        with pyro.plate("data", 10, subsample_size=4) as rows:
+        with pyro.plate("data", 10, subsample_size=4):
             pyro.sample("z", dist.Normal(loc[:4], 1.0))
 
     with pytest.raises(AssertionError, match=r"parameter 'loc' \(10,\).*event_dim"):

@@ -38,6 +38,7 @@ from pyro.infer import config_enumerate
 from ..data import check_data, check_size
 from ..params import register, unique_name
 from .common import check_local_rows, check_values, data_plate, mlp
+from .saving import Saveable
 
 __all__ = [
     "GMM", "GMMFit", "MeanFieldGuide", "AmortisedGuide", "empty_guide",
@@ -232,7 +233,7 @@ def fit_em(x, num_components: int, max_iter: int = 100, tol: float = 1e-3, n_ini
     return best
 
 
-class GMM(nn.Module):
+class GMM(Saveable):
     """The mixture as a Pyro model with parameters in a module.
 
     ``model(x, num_data=None)``: ``z ~ Categorical(pi)``, ``x ~ N(mu_z, L_z L_z^T)``
@@ -276,7 +277,7 @@ def empty_guide(x, num_data=None):
     """The guide for ``GMM.enumerated_model``: z is summed out, nothing is sampled."""
 
 
-class MeanFieldGuide(nn.Module):
+class MeanFieldGuide(Saveable):
     """``q(z_n) = Categorical(r_n)``, one free probability vector per data point.
 
     Local parameters: the guide must see the full data set at every step
@@ -304,7 +305,7 @@ class MeanFieldGuide(nn.Module):
             pyro.sample("z", dist.Categorical(logits=self.logits))
 
 
-class AmortisedGuide(nn.Module):
+class AmortisedGuide(Saveable):
     """``q(z_n | x_n) = Categorical(softmax(g(x_n)))`` with ``g`` an MLP.
 
     :param int dim: D.  :param int num_components: K.  :param hidden_dims: MLP widths.

@@ -58,6 +58,7 @@ from ..infer import IWAE
 from ..params import isolated_param_store, register, unique_name
 from ..train import fit
 from .common import check_local_rows, check_values, data_plate, mlp
+from .saving import Saveable
 from .vae import VAE
 
 __all__ = [
@@ -132,7 +133,7 @@ def check_mask(x: torch.Tensor, mask: torch.Tensor, x_dim: int, *, dtype=None,
         raise ValueError("observed pixels must be binary (0 or 1); binarize the images first")
 
 
-class MissingPixelModel(nn.Module):
+class MissingPixelModel(Saveable):
     """The VAE's joint with masked pixels latent.  ``model(x, mask, num_data=None)``.
 
     :param VAE vae: a Bernoulli VAE (its decoder defines ``p(x | z)``).
@@ -193,7 +194,7 @@ class MissingPixelModel(nn.Module):
                                                            validate_args=False))
 
 
-class _PixelGuide(nn.Module):
+class _PixelGuide(Saveable):
     """Shared by both pixel guides: z from the VAE encoder on the phi-completed image,
     then the hidden pixels from Bernoulli(phi).  Only ``self.pixels`` (phi's parameters)
     is registered with Pyro, and the encoder when ``learn_encoder``; the VAE stays fixed."""

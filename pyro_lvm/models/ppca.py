@@ -35,6 +35,7 @@ import pyro.distributions as dist
 from ..data import check_data, check_size
 from ..params import register, unique_name
 from .common import check_local_rows, check_values, data_plate
+from .saving import Saveable
 
 __all__ = [
     "PPCA", "PPCAFit", "AmortisedLinearGuide", "MeanFieldGuide", "exact_posterior_guide",
@@ -172,7 +173,7 @@ def fit_gradient(x, latent_dim: int, max_iter: int = 200, seed: int = 0) -> PPCA
     return PPCAFit(W, mean, sigma, marginal_log_likelihood(x, W, mean, sigma).mean().item())
 
 
-class PPCA(nn.Module):
+class PPCA(Saveable):
     """PPCA as a Pyro model with ``W``, ``mu`` and ``log sigma`` as module parameters.
 
     :param int x_dim: D.  :param int latent_dim: q.  :param float latent_scale: nu (fixed).
@@ -223,7 +224,7 @@ class PPCA(nn.Module):
             return posterior(x, self.W, self.mean, self.noise_scale, self.latent_scale)
 
 
-class AmortisedLinearGuide(nn.Module):
+class AmortisedLinearGuide(Saveable):
     """``q(z_n | x_n) = N(A x_n + b, Sigma_q)``: a linear-Gaussian encoder.
 
     :param str covariance: ``"full"`` (``Sigma_q = L L^T``, the exact posterior's
@@ -277,7 +278,7 @@ def exact_posterior_guide(ppca: PPCA) -> AmortisedLinearGuide:
     return guide
 
 
-class MeanFieldGuide(nn.Module):
+class MeanFieldGuide(Saveable):
     """Local ``q(z_n) = N(m_n, diag s_n^2)``, free parameters per data point.
 
     The guide must see the full data set at every step (``batch_size >= N``).

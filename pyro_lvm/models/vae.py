@@ -23,6 +23,7 @@ import pyro.distributions as dist
 from ..data import check_data, check_size
 from ..params import register, unique_name
 from .common import check_values, data_plate, mlp
+from .saving import Saveable
 
 __all__ = ["VAE"]
 
@@ -30,7 +31,7 @@ _LIKELIHOODS = ("bernoulli", "normal")
 _MIN_SCALE = 1e-3  # floor on predicted standard deviations, keeps log-densities finite
 
 
-class VAE(nn.Module):
+class VAE(Saveable):
     """Deep latent Gaussian model with an amortised Gaussian guide.
 
     :param int x_dim: pixels (features) per data point, D.

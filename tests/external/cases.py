@@ -608,10 +608,10 @@ def gradient_check(scale=1.0):
     return check
 
 
-for _id, (_reparam, _rs) in {"reparam": (True, None), "reparam-False": (True, False),
+for _id, (_rp, _rs) in {"reparam": (True, None), "reparam-False": (True, False),
                              "reparam-True": (True, True), "nonreparam": (False, None)}.items():
     case(f"gradient_{_id}", G + f"test_particle_gradient[{_id}]", check=gradient_check(),
-         tags={"gradient"})(lambda r=_reparam, h=_rs: _local_pair(r, h))
+         tags={"gradient"})(lambda r=_rp, h=_rs: _local_pair(r, h))
     for _sub in ("full", "subsample"):
         for _sc in (1.0, 2.0):
             if _id in ("reparam-True", "reparam-False"):  # covered by test_particle_gradient
