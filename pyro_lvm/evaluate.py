@@ -200,7 +200,7 @@ def cluster_accuracy(labels, clusters) -> float:
 
     labels, clusters = np.asarray(torch.as_tensor(labels).cpu()), np.asarray(torch.as_tensor(clusters).cpu())
     if labels.shape != clusters.shape or labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"labels and clusters must be two non-empty (N,) sequences, got "
+        raise ValueError(f"labels and clusters must be two (N,) sequences, N >= 1, got "
                          f"{labels.shape}, {clusters.shape}")
     for name, v in (("labels", labels), ("clusters", clusters)):
         if v.dtype.kind not in "iu" or v.min() < 0:
