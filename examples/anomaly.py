@@ -18,6 +18,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import pyro
+from pyro_lvm.cli import nonnegative_int, positive_int
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist
 from pyro_lvm.diagnostics import anomaly_scores
 from pyro_lvm.infer import make_loss
@@ -27,12 +28,12 @@ from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--epochs", type=int, default=8)
-parser.add_argument("--eval-samples", type=int, default=100)
-parser.add_argument("--pcs", type=int, default=20, help="principal components for the GMM")
+parser.add_argument("--epochs", type=positive_int, default=8)
+parser.add_argument("--eval-samples", type=positive_int, default=100)
+parser.add_argument("--pcs", type=positive_int, default=20, help="principal components for the GMM")
 parser.add_argument("--data-dir", default=None)
 parser.add_argument("--out", default="results/anomaly")
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--seed", type=nonnegative_int, default=0)
 args = parser.parse_args()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)

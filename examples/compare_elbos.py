@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 import pyro
+from pyro_lvm.cli import int_at_least, nonnegative_int, positive_int
 from pyro_lvm.compare import compare_losses, markdown_table, plot_comparison
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist
 from pyro_lvm.infer import make_loss, score_function_guide
@@ -24,13 +25,13 @@ from pyro_lvm.report import write_metrics
 from pyro_lvm.train import fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--particles", type=int, default=5, help="K for iwae, dreg and vimco")
-parser.add_argument("--draws", type=int, default=50, help="gradient draws per loss")
-parser.add_argument("--ppca-steps", type=int, default=300, help="full-batch training steps, PPCA")
-parser.add_argument("--vae-epochs", type=int, default=2, help="training epochs, VAE")
+parser.add_argument("--particles", type=int_at_least(2), default=5, help="K for iwae, dreg and vimco")
+parser.add_argument("--draws", type=int_at_least(2), default=50, help="gradient draws per loss")
+parser.add_argument("--ppca-steps", type=positive_int, default=300, help="full-batch training steps, PPCA")
+parser.add_argument("--vae-epochs", type=positive_int, default=2, help="training epochs, VAE")
 parser.add_argument("--data-dir", default=None)
 parser.add_argument("--out", default="results/compare_elbos")
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--seed", type=nonnegative_int, default=0)
 args = parser.parse_args()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)

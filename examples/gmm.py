@@ -15,6 +15,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 import pyro
+from pyro_lvm.cli import nonnegative_int, positive_int
 from pyro_lvm.compare import markdown_table
 from pyro_lvm.data import load_mnist
 from pyro_lvm.evaluate import cluster_accuracy
@@ -24,14 +25,14 @@ from pyro_lvm.report import write_metrics
 from pyro_lvm.train import fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--components", type=int, default=10)
-parser.add_argument("--pcs", type=int, default=10, help="principal components kept")
-parser.add_argument("--train", type=int, default=10000)
-parser.add_argument("--svi-steps", type=int, default=300, help="full-batch steps, enumeration")
-parser.add_argument("--meanfield-steps", type=int, default=600, help="full-batch steps, mean-field")
+parser.add_argument("--components", type=positive_int, default=10)
+parser.add_argument("--pcs", type=positive_int, default=10, help="principal components kept")
+parser.add_argument("--train", type=positive_int, default=10000)
+parser.add_argument("--svi-steps", type=positive_int, default=300, help="full-batch steps, enumeration")
+parser.add_argument("--meanfield-steps", type=positive_int, default=600, help="full-batch steps, mean-field")
 parser.add_argument("--data-dir", default=None)
 parser.add_argument("--out", default="results/gmm")
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--seed", type=nonnegative_int, default=0)
 args = parser.parse_args()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ Each row (``L<layers>-<vae|iwae>-k<k>``) trains :class:`pyro_lvm.models.DLGM` wi
 K = ``--eval-samples``, 5000 in the paper) and :func:`pyro_lvm.models.dlgm.active_units`
 (Cov_x(E_q[u]) > 1e-2).  Writes into ``--out``: ``table.md``, ``elbo.png`` (test ELBO per epoch on
 1000 test images, every row), ``results.json`` and per row a folder with ``checkpoint.pt``
-(after every epoch), ``config.json`` and ``result.json``.  ``--max-minutes`` stops training
+(after every epoch, with the settings it was made with) and ``result.json``.  ``--max-minutes`` stops training
 between epochs in time; ``--resume`` continues every row from its checkpoint and skips finished
 rows, so a row survives any number of time-limited commands.
 
@@ -74,6 +74,7 @@ from pyro_lvm.infer import make_loss
 from pyro_lvm.models import DLGM
 from pyro_lvm.models.dlgm import active_units
 from pyro_lvm.plots import plot_curves
+from pyro_lvm.report import write_metrics
 from pyro_lvm.train import fit, load_checkpoint
 
 #: Burda et al. (2016), Table 1, MNIST (arXiv:1509.00519v4): (test NLL in nats, active units per
@@ -132,16 +133,11 @@ def train_run(name, args, x_train, x_test, device, deadline):
     """Train one run up to its last epoch or the deadline; returns the model when done."""
     layers, loss, k = parse_row(name)
     folder = Path(args.out) / name
-    ckpt, config_file = folder / "checkpoint.pt", folder / "config.json"
+    ckpt = folder / "checkpoint.pt"
+    # fit refuses to resume a checkpoint made with other settings.
     config = {key: getattr(args, key) for key in CONFIG_KEYS}
-    if ckpt.exists():
-        if not args.resume:
-            raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or another --out")
-        saved = json.loads(config_file.read_text())
-        if saved != config:
-            raise SystemExit(f"{name} was started with {saved}, now {config}; use another --out")
-    folder.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(json.dumps(config))
+    if ckpt.exists() and not args.resume:
+        raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or another --out")
     lrs = schedule(args.epochs_scale)
     torch.manual_seed(args.seed)
     model = DLGM.burda(layers, name=name).to(device)  # Glorot initialisation, seeded above
@@ -171,10 +167,12 @@ def train_run(name, args, x_train, x_test, device, deadline):
     if time.time() > deadline - 30 * args.eval_minutes:
         print(f"{name}: trained, but less than --eval-minutes left; rerun with --resume to evaluate")
         return None
-    # The trained parameters: the param store as checkpointed; pyro.module copies them into the
-    # networks at the next model/guide call.
+    # The trained parameters: the param store as checkpointed, copied into the networks by one
+    # model/guide call (evaluation reads the networks, never the store).
     pyro.clear_param_store()
     pyro.get_param_store().set_state(load_checkpoint(ckpt, device)["param_store"])
+    model.guide(test_subset[:1])
+    model.model(test_subset[:1])
     return model
 
 
@@ -201,7 +199,7 @@ def evaluate_run(name, model, args, x_test, device):
         "test_size": len(x_test),
         **{key: getattr(args, key) for key in CONFIG_KEYS},
     }
-    (Path(args.out) / name / "result.json").write_text(json.dumps(result, indent=2))
+    write_metrics(Path(args.out) / name / "result.json", result)
     return result
 
 
@@ -247,7 +245,7 @@ def write_outputs(out):
         "reuse the VAE k=1 run (the same objective, as the paper notes).",
     ]
     (out / "table.md").write_text("\n".join(lines + notes) + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_metrics(out / "results.json", results)
     curves = {}
     for name in ROWS:
         if name == run_name(parse_row(name)) and (out / name / "checkpoint.pt").exists():

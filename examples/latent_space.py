@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
 import pyro
+from pyro_lvm.cli import nonnegative_int, positive_int
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist
 from pyro_lvm.evaluate import cluster_accuracy
 from pyro_lvm.infer import make_loss
@@ -26,11 +27,11 @@ from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--epochs", type=int, default=10)
-parser.add_argument("--z-dim", type=int, default=20)
+parser.add_argument("--epochs", type=positive_int, default=10)
+parser.add_argument("--z-dim", type=positive_int, default=20)
 parser.add_argument("--data-dir", default=None)
 parser.add_argument("--out", default="results/latent_space")
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--seed", type=nonnegative_int, default=0)
 args = parser.parse_args()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)

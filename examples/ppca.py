@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import pyro
+from pyro_lvm.cli import nonnegative_int, positive_float, positive_int
 from pyro_lvm.compare import markdown_table
 from pyro_lvm.data import load_mnist
 from pyro_lvm.diagnostics import import_arviz, to_inference_data
@@ -24,13 +25,13 @@ from pyro_lvm.report import write_metrics
 from pyro_lvm.train import fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--latent-dim", type=int, default=16)
-parser.add_argument("--train", type=int, default=2000, help="training images")
-parser.add_argument("--steps", type=int, default=1500, help="full-batch SVI steps per guide")
-parser.add_argument("--lr", type=float, default=0.01)
+parser.add_argument("--latent-dim", type=positive_int, default=16)
+parser.add_argument("--train", type=positive_int, default=2000, help="training images")
+parser.add_argument("--steps", type=positive_int, default=1500, help="full-batch SVI steps per guide")
+parser.add_argument("--lr", type=positive_float, default=0.01)
 parser.add_argument("--data-dir", default=None)
 parser.add_argument("--out", default="results/ppca")
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--seed", type=nonnegative_int, default=0)
 args = parser.parse_args()
 az = import_arviz()
 out = Path(args.out)

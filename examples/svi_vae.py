@@ -22,6 +22,7 @@ import torch
 import pyro
 import pyro.util
 from pyro_lvm import distributed, evaluate
+from pyro_lvm.cli import int_at_least, nonnegative_int, positive_float, positive_int
 from pyro_lvm.data import binarize, check_data, fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.diagnostics import psis_from_log_weights
 from pyro_lvm.infer import LOSSES, log_mean_exp, make_loss
@@ -31,29 +32,31 @@ from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--epochs", type=int, default=60)
-parser.add_argument("--batch-size", type=int, default=256)
-parser.add_argument("--lr", type=float, default=3e-3, help="initial Adam step size")
-parser.add_argument("--lr-final", type=float, default=3e-4,
+parser.add_argument("--epochs", type=positive_int, default=60)
+parser.add_argument("--batch-size", type=positive_int, default=256)
+parser.add_argument("--lr", type=positive_float, default=3e-3, help="initial Adam step size")
+parser.add_argument("--lr-final", type=positive_float, default=3e-4,
                     help="step size of the last epoch (geometric decay per epoch)")
-parser.add_argument("--z-dim", type=int, default=50)
-parser.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden layer widths")
+parser.add_argument("--z-dim", type=positive_int, default=50)
+parser.add_argument("--hidden", type=positive_int, nargs="+", default=[400], help="hidden layer widths")
 parser.add_argument("--loss", default="meanfield", choices=sorted(LOSSES))
-parser.add_argument("--num-particles", type=int, default=1)
+parser.add_argument("--num-particles", type=positive_int, default=1)
 parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
 parser.add_argument("--data-dir", default=None, help="folder with MNIST/raw (default $PYRO_LVM_DATA)")
 parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                     help="download MNIST when absent (default: yes)")
 parser.add_argument("--out", default="results/svi_vae")
 parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--eval-samples", type=int, default=1000,
+parser.add_argument("--seed", type=nonnegative_int, default=0)
+parser.add_argument("--eval-samples", type=int_at_least(2), default=1000,
                     help="importance samples K per test image for log p(x)")
 args = parser.parse_args()
 try:
     optim = decaying_adam(args.lr, args.lr_final, args.epochs)
 except ValueError as e:  # e.g. --lr inf: say so before loading data or training
     parser.error(f"--lr/--lr-final/--epochs: {e}")
+if args.loss == "vimco" and args.num_particles < 2:  # its leave-one-out baselines need two
+    parser.error("argument --num-particles: --loss vimco needs an integer >= 2")
 
 device = distributed.local_device(resolve_device(args.device))  # under torchrun: this rank's GPU
 ctx = distributed.init(device)  # one process, or this rank of torchrun's

@@ -24,6 +24,8 @@ import pyro
 from pyro import poutine
 
 from . import evaluate
+from .data import check_data, check_size
+from .infer import make_loss
 from .plots import plt
 from .train import fit
 
@@ -71,16 +73,20 @@ def gradient_statistics(loss, model, guide, args, num_draws: int = 50) -> dict:
     return {"groups": stats, "values": torch.tensor(values)}
 
 
-def compare_losses(model, guide, data, losses: dict, *, num_draws: int = 50, train_steps: int = 0,
-                   train_data=None, batch_size: int | None = None, lr: float = 1e-2, transform=None,
-                   test_data=None, eval_samples: int = 1000, exact_log_likelihood=None,
-                   timing_steps: int = 10, seed: int = 0) -> list[dict]:
+def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_draws: int = 50,
+                   train_steps: int = 0, train_data=None, batch_size: int | None = None,
+                   lr: float = 1e-2, transform=None, test_data=None, eval_samples: int = 1000,
+                   exact_log_likelihood=None, timing_steps: int = 10, seed: int = 0) -> list[dict]:
     """Measure each loss in ``losses`` on ``model``/``guide``.
 
-    :param losses: ``{label: loss}`` or ``{label: (loss, guide)}`` where a row needs
+    :param losses: loss names (``["elbo", "iwae"]``, built by
+        :func:`~pyro_lvm.infer.make_loss` with ``num_particles``), or ``{label: loss}``
+        with a loss object or name, or ``{label: (loss, guide)}`` where a row needs
         another guide (e.g. :func:`~pyro_lvm.infer.score_function_guide` of the same one).
-    :param data: the training data ``(N, ...)``; statistics use the whole of it
-        as one batch (pass a subset for large data).
+        Parameters a row creates (Pyro's baseline averages) are removed before the next.
+    :param data: the training data ``(N, ...)``, or a tuple of tensors sharing N (as
+        :func:`~pyro_lvm.train.fit` takes); statistics use the whole of it as one batch
+        (pass a subset for large data).
     :param int train_steps: epochs of :func:`~pyro_lvm.train.fit` per loss, from the
         same start (0: no training).
     :param train_data: what training uses (default ``data``), in batches of ``batch_size``.
@@ -89,25 +95,48 @@ def compare_losses(model, guide, data, losses: dict, *, num_draws: int = 50, tra
         ``log p(x)`` at the current parameters (used instead of importance sampling).
     :returns: one dict per loss: ``loss``, ``bound``, ``bound_se`` (nats per point),
         ``ms_per_step``, ``{group}_variance``, ``{group}_snr``, and ``test_log_likelihood``.
+    :raises ValueError: bad data (:func:`~pyro_lvm.data.check_data`), counts that are not
+        integers (``num_draws`` >= 2), or no losses.
     """
-    n = data.shape[0]
+    args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    for i, t in enumerate(args):
+        check_data(t, "data" if len(args) == 1 else f"data[{i}]", ndim=None)
+    num_particles = check_size("num_particles", num_particles)
+    num_draws = check_size("num_draws", num_draws, 2)  # a variance needs two draws
+    train_steps, timing_steps = check_size("train_steps", train_steps, 0), check_size("timing_steps", timing_steps)
+    eval_samples = check_size("eval_samples", eval_samples)
+    if batch_size is not None:
+        batch_size = check_size("batch_size", batch_size)
+    if not isinstance(losses, (dict, list, tuple)) or not losses:
+        raise ValueError(f"losses must be a non-empty list of names or dict {{label: loss}}, got {losses!r}")
+    for d, label in ((train_data, "train_data"), (test_data, "test_data")):
+        for i, t in enumerate(d if isinstance(d, (tuple, list)) else () if d is None else (d,)):
+            check_data(t, label if not isinstance(d, (tuple, list)) else f"{label}[{i}]", ndim=None)
+    n = args[0].shape[0]
     pyro.set_rng_seed(seed)
+    if not isinstance(losses, dict):
+        losses = {name: name for name in losses}
     losses = {k: v if isinstance(v, tuple) else (v, guide) for k, v in losses.items()}
+    losses = {k: (make_loss(loss, num_particles) if isinstance(loss, str) else loss, g)
+              for k, (loss, g) in losses.items()}
     for loss, row_guide in losses.values():
-        loss.loss(model, row_guide, data)  # registers every parameter in the param store
-    start = {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
+        loss.loss(model, row_guide, *args)  # registers every parameter in the param store
+    store = pyro.get_param_store()
+    start = {name: p.detach().clone() for name, p in store.named_parameters()}
 
     def restore():
-        for name, p in pyro.get_param_store().named_parameters():
-            if name in start:
-                with torch.no_grad():
-                    p.copy_(start[name])
+        for name in list(store.keys()):
+            if name not in start:  # e.g. TraceGraph's baseline averages: another row's shapes
+                del store[name]
+        for name, p in store.named_parameters():
+            with torch.no_grad():
+                p.copy_(start[name])
 
     rows = []
     for label, (loss, guide) in losses.items():
         restore()
         pyro.set_rng_seed(seed)
-        stats = gradient_statistics(loss, model, guide, (data,), num_draws)
+        stats = gradient_statistics(loss, model, guide, args, num_draws)
         values = -stats["values"] / n
         row = {"loss": label, "bound": values.mean().item(),
                "bound_se": (values.std() / len(values) ** 0.5).item()}
@@ -116,15 +145,16 @@ def compare_losses(model, guide, data, losses: dict, *, num_draws: int = 50, tra
         restore()
         t0 = time.perf_counter()
         for _ in range(timing_steps):
-            loss.loss_and_grads(model, guide, data)
+            loss.loss_and_grads(model, guide, *args)
         row["ms_per_step"] = 1e3 * (time.perf_counter() - t0) / timing_steps
         for p in pyro.get_param_store().values():
             p.unconstrained().grad = None
         if train_steps:
             restore()
             train_data = data if train_data is None else train_data
+            rows_train = (train_data[0] if isinstance(train_data, (tuple, list)) else train_data).shape[0]
             fit(model, guide, train_data, loss=loss, lr=lr, num_epochs=train_steps,
-                batch_size=batch_size or len(train_data), transform=transform, seed=seed, progress=False)
+                batch_size=batch_size or rows_train, transform=transform, seed=seed, progress=False)
             if test_data is not None:
                 with torch.no_grad():
                     ll = (exact_log_likelihood(test_data) if exact_log_likelihood else

@@ -9,6 +9,7 @@ here too, so that every public function rejects bad data with the same words.
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 from pathlib import Path
 
@@ -21,10 +22,12 @@ __all__ = [
     "MNIST_SHAPE",
     "binarize",
     "check_data",
+    "check_size",
     "download_mnist",
     "fixed_binarization",
     "load_mnist",
     "resolve_device",
+    "verify_mnist_files",
 ]
 
 #: Environment variable naming the folder that holds ``MNIST/raw/*-ubyte``.
@@ -65,6 +68,59 @@ def _candidate_roots(root) -> list[Path]:
     return roots
 
 
+#: Magic numbers of the idx files (LeCun's MNIST page): unsigned bytes, 3 or 1 dimensions.
+_IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
+
+
+def _read_idx_header(path: Path, kind: str) -> int:
+    """Check one idx file's header and length; returns its number of items."""
+    ndim = 3 if kind == "images" else 1
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"MNIST {kind} file {path} is empty")
+    with open(path, "rb") as f:
+        header = f.read(4 * (1 + ndim))
+    if len(header) < 4 * (1 + ndim):
+        raise ValueError(f"MNIST {kind} file {path} is truncated: {size} bytes, shorter "
+                         f"than its {4 * (1 + ndim)}-byte header")
+    magic, *dims = (int.from_bytes(header[i:i + 4], "big") for i in range(0, len(header), 4))
+    if magic != _IDX_MAGIC[kind]:
+        raise ValueError(f"MNIST {kind} file {path} has magic number {magic:#010x}, expected "
+                         f"{_IDX_MAGIC[kind]:#010x}: not an idx {kind} file")
+    if kind == "images" and tuple(dims[1:]) != MNIST_SHAPE:
+        raise ValueError(f"MNIST images file {path} holds images of {dims[1]}x{dims[2]} "
+                         f"pixels, expected {MNIST_SHAPE[0]}x{MNIST_SHAPE[1]}")
+    expected = len(header) + dims[0] * (MNIST_SHAPE[0] * MNIST_SHAPE[1] if kind == "images" else 1)
+    if size != expected:
+        state = "truncated" if size < expected else "longer than its header says"
+        raise ValueError(f"MNIST {kind} file {path} is {state}: its header announces {dims[0]} "
+                         f"{kind} ({expected} bytes), the file has {size} bytes")
+    return dims[0]
+
+
+def verify_mnist_files(raw, train: bool = True) -> bool:
+    """Check the split's two idx files in ``raw`` (``<folder>/MNIST/raw``) before they
+    are read: magic numbers, image size, lengths, and that images and labels agree.
+
+    torchvision reads them without these checks (a bad magic number is a bare
+    ``AssertionError``, a truncated file is reported as not found).
+
+    :returns: False when the files are absent (for the caller to report), else True.
+    :raises ValueError: a damaged file, named, or image and label counts that differ.
+    """
+    prefix = "train" if train else "t10k"
+    paths = {"images": Path(raw) / f"{prefix}-images-idx3-ubyte",
+             "labels": Path(raw) / f"{prefix}-labels-idx1-ubyte"}
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    counts = {kind: _read_idx_header(path, kind) for kind, path in paths.items()}
+    if counts["images"] != counts["labels"]:
+        raise ValueError(f"MNIST files disagree: {paths['images']} holds {counts['images']} "
+                         f"images but {paths['labels']} holds {counts['labels']} labels "
+                         "(files from different splits?)")
+    return True
+
+
 def load_mnist(root=None, train: bool = True, device="cpu", download: bool = False):
     """Load one MNIST split as flat tensors, read with ``torchvision.datasets.MNIST``.
 
@@ -82,6 +138,8 @@ def load_mnist(root=None, train: bool = True, device="cpu", download: bool = Fal
         and int64 ``(N,)`` digit labels.
     :raises FileNotFoundError: the files are in none of the folders; the message
         names every path looked at and how to get the files.
+    :raises ValueError: a file is damaged (empty, truncated, bad magic number) or the
+        image and label files disagree (:func:`verify_mnist_files`).
     """
     from torchvision.datasets import MNIST
 
@@ -89,6 +147,7 @@ def load_mnist(root=None, train: bool = True, device="cpu", download: bool = Fal
     looked, errors = [], []
     for path in _candidate_roots(root):
         looked.append(str((path / "MNIST" / "raw").resolve()))
+        verify_mnist_files(path / "MNIST" / "raw", train)
         try:
             dataset = MNIST(str(path), train=train, download=False)
         except RuntimeError as err:  # torchvision: "Dataset not found" / download failed
@@ -198,8 +257,14 @@ def check_data(
     low: float | None = None,
     high: float | None = None,
     min_rows: int = 1,
+    dtype: torch.dtype | None = None,
+    values: bool = True,
 ) -> torch.Tensor:
     """Reject data a model cannot take, with a message saying what was expected.
+
+    The one input check of the library: every public function calls it at its door,
+    before any work, so bad data never reach torch or Pyro (whose messages name
+    neither the input nor the cause) and are caught with Pyro's validation off.
 
     :param x: a tensor, usually ``(N, D)``.
     :param name: how the message names it.
@@ -207,22 +272,34 @@ def check_data(
     :param size: required size of the last dimension, or None for any.
     :param low, high: allowed closed range of the values, or None.
     :param min_rows: least number of rows (data points).
+    :param dtype: the floating dtype required (that of the model's parameters), or
+        None for any floating dtype.
+    :param bool values: also check the values (finite, in range); these checks read
+        the data and cost a host sync, so per-step callers may skip them.
     :returns: ``x`` unchanged.
-    :raises ValueError: not a floating tensor, wrong rank or size, too few
-        rows, NaN/inf, or values out of range.
+    :raises ValueError: not a floating tensor (or not ``dtype``; the message says
+        what to convert to), empty, wrong rank or size, too few rows, NaN/inf, or
+        values out of range.
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    if not torch.is_floating_point(x) or dtype is not None and x.dtype != dtype:
+        want = dtype if dtype is not None else torch.get_default_dtype()
+        kind = "" if torch.is_floating_point(x) else "a floating tensor of "
+        raise ValueError(f"{name} must be {kind}dtype {want}, got dtype {x.dtype}; "
+                         f"convert it with {name}.to({want})")
     if ndim is not None and x.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if x.dim() >= 1 and x.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} rows, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty, got shape {tuple(x.shape)}")
     if size is not None and x.shape[-1] != size:
         raise ValueError(
             f"{name} must have {size} columns (last dimension), got shape {tuple(x.shape)}"
         )
-    if x.dim() >= 1 and x.shape[0] < min_rows:
-        raise ValueError(f"{name} must have at least {min_rows} rows, got shape {tuple(x.shape)}")
+    if not values:
+        return x
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf values")
     if low is not None and bool((x < low).any()) or high is not None and bool((x > high).any()):
@@ -231,3 +308,19 @@ def check_data(
             f"[{x.min().item():.4g}, {x.max().item():.4g}]"
         )
     return x
+
+
+def check_size(name: str, value, minimum: int = 1) -> int:
+    """Reject a size (a count of epochs, particles, rows, ...) that is not an integer
+    ``>= minimum``: floats such as 2.5 (or even 2.0: a float size is a mistake
+    somewhere, as in scikit-learn), bools, negatives.
+
+    :returns: ``value`` as a Python int.
+    :raises ValueError: naming ``name``, what was expected and what was got.
+    """
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+    return int(value)

@@ -23,6 +23,7 @@ import torch
 from pyro.infer import Predictive
 
 from . import evaluate
+from .data import check_data, check_size
 from .params import isolated_param_store
 
 __all__ = ["PSISResult", "anomaly_scores", "import_arviz", "psis_diagnostic", "psis_from_log_weights",
@@ -60,9 +61,14 @@ def psis_from_log_weights(log_w: torch.Tensor) -> PSISResult:
     A point whose K weights agree to rounding (within :data:`CONSTANT_ULPS` units in the
     last place of ``max_k |log w_nk|`` in ``log_w``'s dtype, or 1e-6 nats) gets
     ``khat = -inf`` and ``ess = K``: bounded weights, a perfect proposal.
+
+    :raises ValueError: not a floating ``(K >= 2, N)`` tensor, or NaN/+inf weights.
     """
-    if log_w.dim() != 2 or log_w.shape[0] < 2:
-        raise ValueError(f"log weights must be (K >= 2, N), got {tuple(log_w.shape)}")
+    check_data(log_w, "log_w", values=False)
+    if log_w.shape[0] < 2:
+        raise ValueError(f"log weights log_w must be (K >= 2, N), got {tuple(log_w.shape)}")
+    if bool(torch.isnan(log_w).any() | (log_w == torch.inf).any()):  # -inf: a zero weight
+        raise ValueError("log_w contains NaN or +inf values")
     az = import_arviz()
     psislw = getattr(az, "psislw", None)
     if psislw is None:  # arviz >= 1.0 keeps it in arviz_stats
@@ -92,14 +98,15 @@ def psis_diagnostic(model, guide, x, num_samples: int = 1000, **kwargs) -> PSISR
     :param int num_samples: K draws from the guide per point (>= 2; PSIS wants hundreds).
     :raises ValueError: as :func:`pyro_lvm.evaluate.log_weights`.
     """
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be >= 2, got {num_samples}")
-    return psis_from_log_weights(evaluate.log_weights(model, guide, x, num_samples, **kwargs))
+    num_samples = check_size("num_samples", num_samples, 2)
+    return psis_from_log_weights(evaluate.log_weights(model, guide, x, num_samples=num_samples, **kwargs))
 
 
 def anomaly_scores(model, guide, x, num_samples: int = 100, **kwargs) -> torch.Tensor:
     """``-log p(x_n)`` estimated by importance sampling with the guide, nats, ``(N,)``:
-    high for points the model finds improbable."""
+    high for points the model finds improbable.
+
+    :raises ValueError: as :func:`pyro_lvm.evaluate.log_likelihood`."""
     return -evaluate.log_likelihood(model, guide, x, num_samples=num_samples, **kwargs)
 
 
@@ -108,7 +115,13 @@ def to_inference_data(model, guide, x, sites=("z",), num_samples: int = 1000, **
 
     Draws come from ``pyro.infer.Predictive(model, guide=guide, return_sites=sites)``;
     each site becomes a posterior variable of shape ``(chain=1, draw=num_samples, ...)``.
+
+    :raises ValueError: bad ``num_samples``, ``sites`` or data, or sites the model lacks.
     """
+    num_samples = check_size("num_samples", num_samples)
+    if isinstance(sites, str) or not sites or not all(isinstance(s, str) for s in sites):
+        raise ValueError(f"sites must be a non-empty sequence of site names, got {sites!r}")
+    check_data(x, "x", ndim=None)
     predictive = Predictive(model, guide=guide, num_samples=num_samples, return_sites=list(sites),
                             parallel=True)
     with torch.no_grad(), isolated_param_store():  # the modules' parameters, not the store's

@@ -2,18 +2,31 @@
 
 Both read their weights from :meth:`pyro_lvm.infer.IWAE.log_weights`, the one
 place the library computes ``log w_nk = log p(x_n, z_nk) - log q(z_nk | x_n)``
-from Pyro traces; they work for any model/guide pair whose sample sites sit in
-one data plate, not only the VAE.  Data points and particles are processed in
-chunks so that K = 5000 over the 10,000 MNIST test images fits in memory.
+from Pyro traces; they work for any model/guide pair, not only the VAE.  Data
+points and particles are processed in chunks so that K = 5000 over the 10,000
+MNIST test images fits in memory.
+
+The data are the positional arguments after ``model, guide`` (one tensor, a tuple
+of tensors sharing N, or several such tensors); ``num_samples``/``num_particles``
+are keyword-only.
+
+**Pairs with global latents** (any site outside the data plate, e.g. a shared
+mean): the points are not independent given the model, so ``log p(x_n)`` and a
+per-point ELBO are not defined.  The functions then return data-set quantities
+as 0-dim tensors: :func:`elbo` the data-set ELBO ``E_q[log p(x_1..N, z) - log
+q(z)]`` and :func:`log_likelihood` the importance-sampled ``log p(x_1..N)`` (a
+lower bound in expectation, tight as K grows), both in nats for the whole data
+set, computed in one pass over all rows (``batch_size`` must then cover N).
+Per-point estimates conditional on one guide draw of the globals are not provided.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 
+from .data import check_data, check_size
 from .infer import IWAE
 from .params import isolated_param_store
 
@@ -29,33 +42,45 @@ def _rows(data) -> tuple:
         raise ValueError("x must be a tensor (N, ...) or a tuple of tensors sharing N")
     if any(t.shape[0] != tensors[0].shape[0] for t in tensors):
         raise ValueError(f"data tensors must share N, got {[tuple(t.shape) for t in tensors]}")
+    for i, t in enumerate(tensors):  # values once per call, so Pyro's validation may be off
+        if torch.is_floating_point(t):
+            check_data(t, "x" if len(tensors) == 1 else f"x[{i}]", ndim=None)
+        elif t.numel() == 0:
+            raise ValueError(f"x[{i}] is empty, got shape {tuple(t.shape)}")
     return tensors
 
 
-def _chunks(model, guide, data, num_samples, batch_size, max_elements, **kwargs):
-    """Yield ``(rows, log_w)`` with ``log_w`` of shape ``(k, len(rows))``; the
-    particle chunks of each row block add up to ``num_samples``."""
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    tensors = _rows(data)
+def _checked(model, guide, data, num_samples, batch_size, max_elements, name="num_samples"):
+    """The door of every evaluation: ``(tensors, num_samples, batch_size, max_elements)``
+    checked, before any work.
+
+    :raises ValueError: naming the bad argument.
+    """
+    if not callable(model) or not callable(guide):
+        raise ValueError(f"model and guide must be callable, got {type(model).__name__} and "
+                         f"{type(guide).__name__}")
+    num_samples = check_size(name, num_samples)
+    max_elements = check_size("max_elements", max_elements)
+    if batch_size is not None:
+        batch_size = check_size("batch_size", batch_size)
+    return _rows(data), num_samples, batch_size, max_elements
+
+
+def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, **kwargs):
+    """Yield ``(rows, log_w)`` with ``log_w`` of shape ``(k, len(rows))``, or
+    ``(k, 1)`` with ``rows = None`` for pairs with global latents; the particle
+    chunks of each row block add up to ``num_samples``.  Arguments as returned by
+    :func:`_checked`."""
     n = tensors[0].shape[0]
     width = max(1, tensors[0][0].numel())
     # Default: all rows in one block when they fit (guides with local parameters need every
     # row); a small batch_size with many particles per pass runs an amortised encoder rarely.
     batch_size = min(n, batch_size or max(1, max_elements // width))
     per_pass = max(1, min(num_samples, max_elements // (batch_size * width)))
-    # Estimators are built per call, so Pyro's INFO line on guessing the plate nesting would
-    # repeat at every evaluation; it is guessed once here and passed on, quietly.
-    pyro_logger = logging.getLogger("pyro.infer.elbo")
-    level = pyro_logger.level
-    pyro_logger.setLevel(max(level, logging.WARNING))
-    try:
-        # A store of its own: the modules' parameters are scored, never another model's
-        # that happens to share their names in the global store (or a training run's).
-        with isolated_param_store():
-            yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
-    finally:
-        pyro_logger.setLevel(level)
+    # A store of its own: the modules' parameters are scored, never another model's
+    # that happens to share their names in the global store (or a training run's).
+    with isolated_param_store():
+        yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
 
 
 def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs):
@@ -71,31 +96,48 @@ def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
                 weights = estimators[k].log_weights(model, guide, *(t[rows] for t in tensors),
                                                     **kwargs)
                 nesting = weights.num_plates - 1  # the model's plates, without the particles
-                yield rows, weights.log_w
+                if weights.data_dim is None and rows != slice(0, n):
+                    raise ValueError(
+                        "this model/guide pair has sites outside the data plate (global "
+                        f"latents), so its estimates are for the whole data set: pass "
+                        f"batch_size >= N = {n} (got {batch_size})")
+                yield (None if weights.data_dim is None else rows), weights.log_w
                 done += k
 
 
-def log_weights(model, guide, x, num_samples: int = 1000, *, batch_size=None,
+def _data(data):
+    """The positional data: one tensor or tuple, or several tensors (as a tuple)."""
+    return data[0] if len(data) == 1 else data
+
+
+def log_weights(model, guide, *x, num_samples: int = 1000, batch_size=None,
                 max_elements: int = MAX_ELEMENTS, **kwargs) -> torch.Tensor:
-    """All log importance weights ``log w_nk``, ``(num_samples, N)``, nats.
+    """All log importance weights ``log w_nk``, ``(num_samples, N)``, nats
+    (``(num_samples, 1)`` for pairs with global latents: one weight per draw).
 
     For diagnostics that need every weight (PSIS); :func:`log_likelihood` reduces
     them on the fly instead of storing them.
+
+    :raises ValueError: as :func:`log_likelihood`.
     """
-    n = _rows(x)[0].shape[0]
+    x, num_samples, batch_size, max_elements = _checked(model, guide, _data(x), num_samples,
+                                                        batch_size, max_elements)
+    n = x[0].shape[0]
     out, filled = None, {}
     for rows, log_w in _chunks(model, guide, x, num_samples, batch_size, max_elements, **kwargs):
         if out is None:
-            out = log_w.new_empty(num_samples, n)
+            out = log_w.new_empty(num_samples, n if rows is not None else 1)
+        rows = rows if rows is not None else slice(0, 1)
         start = filled.get(rows.start, 0)
         out[start:start + log_w.shape[0], rows] = log_w
         filled[rows.start] = start + log_w.shape[0]
     return out
 
 
-def log_likelihood(model, guide, x, num_samples: int = 5000, *, batch_size=None,
+def log_likelihood(model, guide, *x, num_samples: int = 5000, batch_size=None,
                    max_elements: int = MAX_ELEMENTS, **kwargs) -> torch.Tensor:
-    """Importance-sampling estimate of ``log p(x_n)`` per data point, nats, ``(N,)``::
+    """Importance-sampling estimate of ``log p(x_n)`` per data point, nats, ``(N,)``
+    (for pairs with global latents: of ``log p(x_1..N)``, 0-dim; module docstring)::
 
         log p(x_n) ~= log (1/K) sum_k p(x_n, z_k) / q(z_k | x_n),    z_k ~ q(. | x_n)
 
@@ -111,29 +153,38 @@ def log_likelihood(model, guide, x, num_samples: int = 5000, *, batch_size=None,
         With an amortised guide a small block (e.g. 100) is faster: the encoder then runs
         once per block for many particles.
     :param int max_elements: bound on particles x points x features per pass.
-    :raises ValueError: ``num_samples`` < 1, or sites outside one data plate.
+    :raises ValueError: ``num_samples``, ``batch_size`` or ``max_elements`` not an integer
+        >= 1, data that are empty, NaN/inf or of unequal N, or a pair with global latents
+        split into several row blocks.
     """
-    n = _rows(x)[0].shape[0]
+    x, num_samples, batch_size, max_elements = _checked(model, guide, _data(x), num_samples,
+                                                        batch_size, max_elements)
+    n = x[0].shape[0]
     total = None
     for rows, log_w in _chunks(model, guide, x, num_samples, batch_size, max_elements, **kwargs):
         if total is None:
-            total = log_w.new_full((n,), -math.inf)
-        total[rows] = torch.logaddexp(total[rows], torch.logsumexp(log_w, 0))
+            total = log_w.new_full((n,) if rows is not None else (), -math.inf)
+        rows = rows if rows is not None else ...
+        total[rows] = torch.logaddexp(total[rows], torch.logsumexp(log_w, 0).squeeze())
     return total - math.log(num_samples)
 
 
-def elbo(model, guide, x, num_particles: int = 1, *, batch_size=None,
+def elbo(model, guide, *x, num_particles: int = 1, batch_size=None,
          max_elements: int = MAX_ELEMENTS, **kwargs) -> torch.Tensor:
     """Monte Carlo ELBO per data point, nats, ``(N,)``: the mean of ``log w_nk``
     over ``num_particles`` draws (``E_q[log p(x_n, z) - log q(z | x_n)]``, a lower
-    bound on ``log p(x_n)``; Jordan et al. 1999)."""
-    n = _rows(x)[0].shape[0]
+    bound on ``log p(x_n)``; Jordan et al. 1999).  For pairs with global latents,
+    the data-set ELBO (0-dim, nats for all N points; module docstring).
+
+    :raises ValueError: as :func:`log_likelihood`, for ``num_particles``."""
+    x, num_particles, batch_size, max_elements = _checked(model, guide, _data(x), num_particles,
+                                                          batch_size, max_elements, "num_particles")
+    n = x[0].shape[0]
     total = None
-    for rows, log_w in _chunks(model, guide, x, num_particles, batch_size, max_elements,
-                               **kwargs):
+    for rows, log_w in _chunks(model, guide, x, num_particles, batch_size, max_elements, **kwargs):
         if total is None:
-            total = log_w.new_zeros(n)
-        total[rows] += log_w.sum(0)
+            total = log_w.new_zeros((n,) if rows is not None else ())
+        total[rows if rows is not None else ...] += log_w.sum(0).squeeze()
     return total / num_particles
 
 
@@ -142,13 +193,19 @@ def cluster_accuracy(labels, clusters) -> float:
     algorithm (``scipy.optimize.linear_sum_assignment``), equals their label.
 
     :param labels, clusters: integer sequences of length N (tensors or arrays).
+    :raises ValueError: unequal lengths, empty, or not non-negative integers.
     """
     import numpy as np
     from scipy.optimize import linear_sum_assignment
 
     labels, clusters = np.asarray(torch.as_tensor(labels).cpu()), np.asarray(torch.as_tensor(clusters).cpu())
-    if labels.shape != clusters.shape or labels.ndim != 1:
-        raise ValueError(f"labels and clusters must be two (N,) sequences, got {labels.shape}, {clusters.shape}")
+    if labels.shape != clusters.shape or labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels and clusters must be two non-empty (N,) sequences, got "
+                         f"{labels.shape}, {clusters.shape}")
+    for name, v in (("labels", labels), ("clusters", clusters)):
+        if v.dtype.kind not in "iu" or v.min() < 0:
+            raise ValueError(f"{name} must be non-negative integers, got dtype {v.dtype}, "
+                             f"min {v.min()}")
     counts = np.zeros((clusters.max() + 1, labels.max() + 1))
     np.add.at(counts, (clusters, labels), 1)
     rows, cols = linear_sum_assignment(-counts)

@@ -24,11 +24,10 @@ from tqdm.auto import tqdm
 import pyro
 import pyro.optim
 from pyro import poutine
-from pyro.infer import SVI
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from . import distributed
-from .data import check_data
+from .data import check_data, check_size
 from .infer import make_loss
 
 __all__ = ["History", "decaying_adam", "fit", "load_checkpoint", "save_checkpoint"]
@@ -323,10 +322,20 @@ def fit(
     Pyro's param store is cleared first, so training starts from the
     parameters held by the model's and guide's modules (or from the checkpoint).
     """
+    # Every argument is checked here, before any work (values of the data once per call).
     tensors = _as_tensors(data)
+    batch_size, num_epochs = check_size("batch_size", batch_size), check_size("num_epochs", num_epochs, 0)
+    num_particles = check_size("num_particles", num_particles)
+    for arg, value in (("model", model), ("guide", guide), ("transform", transform),
+                       ("callback", callback)):
+        if not callable(value) and (value is not None or arg in ("model", "guide")):
+            raise ValueError(f"{arg} must be callable, got {type(value).__name__}")
+    if not isinstance(loss, str) and not callable(getattr(loss, "loss_and_grads", None)):
+        raise ValueError(f"loss must be a name or an ELBO object, got {type(loss).__name__}")
+    owner = getattr(model, "__self__", None)  # a model method of a module that checks its data
+    if transform is None and callable(getattr(owner, "check_inputs", None)):
+        owner.check_inputs(*tensors, values=True)  # all values once; per step Pyro's switch decides
     n, device = tensors[0].shape[0], tensors[0].device
-    if batch_size < 1 or num_epochs < 0:
-        raise ValueError(f"batch_size must be >= 1 and num_epochs >= 0, got {batch_size}, {num_epochs}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     if config is not None and not isinstance(config, dict):

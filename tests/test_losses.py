@@ -9,6 +9,7 @@ import torch
 import pyro
 from pyro.infer import RenyiELBO, Trace_ELBO
 
+from pyro_lvm import testing
 from pyro_lvm.compare import gradient_statistics
 from pyro_lvm.infer import IWAE, LOSSES, make_loss, score_function_guide
 from pyro_lvm.models import gmm, ppca
@@ -30,30 +31,19 @@ def test_registry_builds_every_loss_and_rejects_unknown_ones():
         make_loss("tracegraph", baseline="magic")
 
 
-def _bound(model, guide, x, k, repeats, num_data=None):
-    """IWAE_K per point averaged over the batch, ``repeats`` times: (mean, standard error)."""
-    n = num_data or len(x)
-    loss = IWAE(num_particles=k)
-    values = torch.tensor([-loss.loss(model.model, guide.guide, x, num_data=num_data) / n
-                           for _ in range(repeats)])
-    return values.mean().item(), values.std().item() / math.sqrt(repeats)
-
-
 @pytest.mark.parametrize("num_data", [None, 1000], ids=["full-batch", "subsampled-N1000-B60"])
 def test_elbo_below_iwae_below_log_likelihood_and_iwae_grows_with_k(num_data):
     x = digits()[:60]
     model = fitted_ppca(digits()[:500], 3)
     guide = imperfect_guide(model, x)
-    exact = model.marginal_log_likelihood(x).mean().item()  # nats per point
-    bounds = {k: _bound(model, guide, x, k, repeats=10, num_data=num_data) for k in (1, 10, 100, 1000)}
-    for k, (value, se) in bounds.items():
-        assert value <= exact + 4 * se, (k, value, exact)
-    ks = sorted(bounds)
-    for k1, k2 in zip(ks, ks[1:]):
-        (v1, s1), (v2, s2) = bounds[k1], bounds[k2]
-        assert v2 >= v1 - 4 * math.hypot(s1, s2), (k1, k2, v1, v2)
-    assert bounds[1][0] < exact - 1.0  # the guide is imperfect: the ELBO is well below
-    assert exact - bounds[1000][0] < 0.05
+    scale = (num_data or len(x)) / len(x)  # the losses' values are for the whole data set
+    exact = scale * model.marginal_log_likelihood(x).sum().item()
+    bounds = testing.assert_bounds_ordered(model.model, guide.guide, x, losses=("elbo", "iwae"),
+                                           num_particles=(1, 10, 100, 1000), log_likelihood=exact,
+                                           num_draws=10, num_data=num_data)
+    per_point = {k: (exact - bounds[f"iwae(K={k})"][0]) / scale / len(x) for k in (1, 1000)}
+    assert per_point[1] > 1.0  # the guide is imperfect: the ELBO is well below
+    assert per_point[1000] < 0.05
 
 
 def test_pyro_renyi_goes_above_log_likelihood_under_subsampling_and_ours_does_not():
@@ -218,3 +208,45 @@ def test_variance_ordering_score_function_reparameterised_and_baselines():
          (("reparam", reparam), ("plain", plain), ("baseline", baseline))}
     assert v["plain"] > 10 * v["reparam"], v
     assert v["baseline"] < 0.5 * v["plain"], v
+
+
+def test_losses_step_without_trainable_parameters_and_without_sample_sites():
+    """Pyro's own cases: no backward pass without parameters; TraceGraph's float 0.0."""
+    def observed_only():
+        pyro.sample("x", pyro.distributions.Normal(0.0, 1.0), obs=torch.tensor(0.5))
+
+    def empty():
+        pass
+
+    for name in LOSSES:
+        k = 2 if name == "vimco" else 1
+        value = make_loss(name, num_particles=k).loss_and_grads(observed_only, empty)
+        assert float(value) == pytest.approx(0.5 * math.log(2 * math.pi) + 0.125)
+    assert float(make_loss("tracegraph").differentiable_loss(empty, empty)) == 0.0
+
+
+def test_no_particle_dim_at_k1_and_iwae_k1_is_trace_elbo_for_the_same_draws():
+    import pyro.distributions as dist
+
+    shapes = []
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(2), 1.0).to_event(1))  # a global latent
+        shapes.append(mu.shape)
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(pyro.param("m", torch.zeros(2)), 0.5).to_event(1))
+
+    x = torch.randn(5, 2)
+    values = {}
+    for name, loss in (("elbo", Trace_ELBO()), ("iwae", make_loss("iwae"))):
+        pyro.set_rng_seed(3)
+        value = loss.differentiable_loss(model, guide, x)
+        values[name] = (value.item(), torch.autograd.grad(value, pyro.param("m").unconstrained())[0])
+    assert shapes[-1] == (2,)  # the user's shapes at K = 1
+    assert values["iwae"][0] == pytest.approx(values["elbo"][0], rel=1e-6)
+    assert torch.allclose(values["iwae"][1], values["elbo"][1])
+    weights = make_loss("iwae", num_particles=4).log_weights(model, guide, x)
+    assert shapes[-1] == (4, 1, 2) and weights.log_w.shape == (4, 1)  # one weight per particle

@@ -94,3 +94,33 @@ def test_meanfield_elbo_is_below_by_exactly_the_closed_form_kl():
 def test_bad_input_is_rejected(call, words):
     with pytest.raises(ValueError, match=words):
         call(digits())
+
+
+def test_evaluate_takes_several_data_tensors_and_gives_data_set_estimates_with_global_latents():
+    import pyro
+    import pyro.distributions as dist
+
+    x = digits()[:40, :3]
+    y = torch.ones(40, dtype=x.dtype)
+
+    def model(x, weight):  # a global mean: the points share it
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(3, dtype=x.dtype), 10.0).to_event(1))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 4.0 * weight[:, None]).to_event(1), obs=x)
+
+    # the exact posterior of mu (conjugate): every estimate equals log p(x_1..N) exactly
+    prec = 1 / 100 + 40 / 16
+    post_mean = (x.sum(0) / 16) / prec
+
+    def guide(x, weight):
+        pyro.sample("mu", dist.Normal(post_mean, prec ** -0.5).to_event(1))
+
+    cov = 100 * torch.ones(40, 40, dtype=x.dtype) + 16 * torch.eye(40, dtype=x.dtype)
+    exact = dist.MultivariateNormal(torch.zeros(40, dtype=x.dtype), cov).log_prob(x.T).sum()
+    ll = evaluate.log_likelihood(model, guide, x, y, num_samples=10)
+    elbo = evaluate.elbo(model, guide, x, y, num_particles=3)
+    assert ll.shape == () and elbo.shape == ()
+    assert ll.item() == pytest.approx(exact.item(), rel=1e-8)
+    assert elbo.item() == pytest.approx(exact.item(), rel=1e-8)
+    with pytest.raises(ValueError, match="global latents.*batch_size >= N = 40"):
+        evaluate.log_likelihood(model, guide, x, y, num_samples=10, batch_size=10)

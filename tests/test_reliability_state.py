@@ -357,7 +357,7 @@ def test_psis_of_an_exact_posterior_guide_is_good_when_log_p_is_in_the_hundreds(
     W, mean = torch.randn(d, q), torch.randn(d)
     model = ppca.PPCA(d, q, W=W, mean=mean, noise_scale=0.3)
     x = torch.randn(50, q) @ W.T + mean + 0.8 * torch.randn(50, d)  # |log p(x)| ~ 100
-    log_w = evaluate.log_weights(model.model, ppca.exact_posterior_guide(model).guide, x, 200)
+    log_w = evaluate.log_weights(model.model, ppca.exact_posterior_guide(model).guide, x, num_samples=200)
     assert log_w.dtype == torch.float32 and log_w.abs().min() > 50
     result = diagnostics.psis_from_log_weights(log_w)
     assert (result.khat < 0.5).all() and result.share_above == 0.0

@@ -5,8 +5,9 @@ name           estimator                                    value               
 =============  ===========================================  =====================  ==============
 ``elbo``       Pyro ``Trace_ELBO``: reparameterised, score  ELBO (bound)           any
                function for discrete sites
-``meanfield``  Pyro ``TraceMeanField_ELBO``: analytic KL    ELBO (bound)           same plates as
-               where known                                                         the model
+``meanfield``  Pyro ``TraceMeanField_ELBO``: analytic KL    ELBO (bound)           reparameterisable;
+               where known                                                         same plates as
+                                                                                   the model
 ``tracegraph`` Pyro ``TraceGraph_ELBO``: score function     ELBO (bound)           any
                with baselines (:class:`TraceGraph`)
 ``enum``       Pyro ``TraceEnum_ELBO``: discrete sites      exact marginal of      enumerable
@@ -15,6 +16,16 @@ name           estimator                                    value               
 ``dreg``       :class:`DReG` (Tucker et al. 2019)           IWAE_K (bound)         reparameterisable
 ``vimco``      :class:`VIMCO` (Mnih & Rezende 2016)         IWAE_K (bound)         any; K >= 2
 =============  ===========================================  =====================  ==============
+
+Refusals by design (each raises a ``ValueError``/``NotImplementedError`` naming the site):
+``dreg`` needs every guide site reparameterisable (its estimator differentiates through
+the draws; a score-function site would need the plain IWAE gradient instead);
+``meanfield`` is Pyro's ``TraceMeanField_ELBO``, which raises "All distributions in the
+guide must be fully reparameterized" (not forced by the mathematics: a score-function
+term for such sites, as ``elbo`` has, would lift it); with K > 1 every sample carries the
+particle dim (see :mod:`pyro_lvm.infer.importance`, "Shapes"), so code asserting exact
+sample shapes, or a local ``pyro.param`` with batch dims left of its plate, fails as it
+does with Pyro's own vectorised particles.
 
 Every returned object has Pyro's ELBO interface (``loss``, ``loss_and_grads``,
 ``differentiable_loss``) and can be given to ``pyro.infer.SVI`` or
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
+from ..data import check_size
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
 from .losses import DReG, IWAE, TraceGraph, VIMCO, score_function_guide
 
@@ -39,7 +51,7 @@ def _vectorized(cls):
     return build
 
 
-def _enum(num_particles=1, max_plate_nesting=1, **options):
+def _enum(num_particles=1, max_plate_nesting=float("inf"), **options):
     return TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
                           **options)
 
@@ -62,10 +74,12 @@ def make_loss(name: str, num_particles: int = 1, **options):
     :param int num_particles: K; the K-particle losses draw them in one vectorised pass.
     :param options: passed to the loss class (e.g. ``baseline="none"`` for
         ``tracegraph``, ``max_plate_nesting`` for ``enum``).
-    :raises ValueError: an unknown name or ``num_particles`` < 1.
+    :raises ValueError: an unknown name or option, or ``num_particles`` not an integer >= 1.
     """
-    if name not in LOSSES:
+    if not isinstance(name, str) or name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    if int(num_particles) < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    return LOSSES[name](num_particles=int(num_particles), **options)
+    num_particles = check_size("num_particles", num_particles)
+    try:
+        return LOSSES[name](num_particles=num_particles, **options)
+    except TypeError as err:  # an option the loss class does not take
+        raise ValueError(f"loss {name!r} does not take the options {sorted(options)}: {err}") from err

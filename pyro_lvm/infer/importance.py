@@ -1,41 +1,69 @@
-"""Per-data-point importance weights from Pyro traces: the one place they are computed.
+"""Importance weights from Pyro traces: the one place they are computed.
 
-For a model ``p(x, z)`` and guide ``q(z | x)`` whose sample sites all sit in one
-data plate, K particles drawn in one vectorised pass give for every data point
-``n`` and particle ``k`` the log importance weight::
+Two paths, chosen from the traces:
 
-    log w_nk = log p(x_n, z_nk) - log q(z_nk | x_n),      z_nk ~ q(. | x_n)
+* **per point** (every sample site of model and guide, observed ones included,
+  sits in one common vectorised data plate): K particles drawn in one vectorised
+  pass give for every data point ``n`` and particle ``k`` the log weight::
 
-where both densities sum only the sites (and their elements) of data point
-``n``.  The importance-weighted losses (:mod:`pyro_lvm.infer.losses`),
+      log w_nk = log p(x_n, z_nk) - log q(z_nk | x_n),      z_nk ~ q(. | x_n)
+
+  where both densities sum only the sites (and elements) of point ``n``; shape
+  ``(K, B)``.  The log-mean-exp is then taken per point on unscaled densities and
+  the plate's subsample scale ``N / B`` multiplies the result, so the bound stays
+  a bound under minibatching (Pyro's ``RenyiELBO`` exponentiates scaled weights).
+* **shared** (any site outside that plate: a global latent, no plate at all,
+  sequential ``pyro.plate`` loops, several nested plates holding every site,
+  sites carrying different scales, e.g. nested subsampled plates or a
+  ``poutine.scale`` on some sites): a site outside the data plate is shared by
+  all points of the batch, so the batch has one weight per particle,
+  ``log w_k = log p(x, z_k) - log q(z_k | x)`` summed over every site with Pyro's
+  scales applied; shape ``(K, 1)``, as Pyro's ``RenyiELBO`` (alpha = 0) does.  With
+  the full data this is the IWAE bound on ``log p(x_1..N)``; under subsampling (a plate with ``subsample_size``) the
+  scaled log-weight is unbiased but its log-mean-exp is not a bound for K > 1.
+  At K = 1 both paths equal Pyro's ``Trace_ELBO`` value.
+
+The importance-weighted losses (:mod:`pyro_lvm.infer.losses`),
 :func:`pyro_lvm.evaluate.log_likelihood` and the diagnostics all read their
 weights from :meth:`ImportanceWeightedLoss.log_weights`, so there is one
 definition of the estimator in the library.
 
-Pyro's ``RenyiELBO`` sums each particle over the whole plate before taking the
-log-mean-exp and exponentiates the subsample-scaled log-weights; here the
-log-mean-exp is taken per data point on unscaled densities and the plate's
-subsample scale ``N / B`` multiplies the result, so the bound stays a bound
-under minibatching.
+Shapes: with K > 1 the particles are a plate (:data:`PARTICLE_PLATE`) outside
+the model's plates, so every sample in the model and guide gets a leading
+``(K, ...)`` dimension (``(K, B, z_dim)`` for a local ``z``); user code must
+index from the right (``z[..., i]``, ``torch.cat(..., dim=-1)``).  With K = 1
+there is no particle plate: the user's code sees the shapes it wrote.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import NamedTuple
 
 import torch
 
-import pyro
 from pyro.distributions.util import detach, scale_and_mask
 from pyro.infer.elbo import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import torch_item
+from pyro.util import get_rng_state, set_rng_state
 
 __all__ = ["LogWeights", "ImportanceWeightedLoss", "log_mean_exp", "PARTICLE_PLATE"]
 
 #: Name of the plate over particles (Pyro's own name for it).
 PARTICLE_PLATE = "num_particles_vectorized"
+
+
+class _NoPlateGuess(logging.Filter):
+    """Drops Pyro's INFO line "Guessed max_plate_nesting = n", which every loss object
+    built with K > 1 (and every evaluation) would print once more."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("Guessed max_plate_nesting")
+
+
+logging.getLogger("pyro.infer.elbo").addFilter(_NoPlateGuess())
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -44,18 +72,21 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 class LogWeights(NamedTuple):
-    """Per-point log-densities of K particles; every tensor is ``(K, B)``, in nats.
+    """Log-densities of K particles; every tensor is ``(K, B)`` per point, or ``(K, 1)``
+    on the shared path (see the module docstring), in nats.
 
     :ivar log_p: ``log p(x_n, z_nk)``, model sites of point n (observed and latent).
     :ivar log_q: ``log q(z_nk | x_n)``, guide sites of point n.
     :ivar log_q_score: the part of ``log_q`` from sites that cannot be
         reparameterised (discrete), through which score-function gradients flow;
         zeros when every site is reparameterised.
-    :ivar scale: the data plate's subsample scale ``N / B`` (1 for full data).
+    :ivar scale: the data plate's subsample scale ``N / B`` (1 for full data, and on
+        the shared path, whose densities carry Pyro's scales already).
     :ivar reparam_sites: the reparameterised guide sites (their values carry the
         pathwise gradient; :class:`~pyro_lvm.infer.losses.DReG` reweights it).
-    :ivar num_plates: plates with the particle plate, which sits at ``dim=-num_plates``.
-    :ivar data_dim: the data plate's ``dim`` (negative).
+    :ivar num_plates: plates with the particle plate, which sits at ``dim=-num_plates``
+        (for K = 1 the particle dim is virtual: sample values do not have it).
+    :ivar data_dim: the data plate's ``dim`` (negative); ``None`` on the shared path.
     """
 
     log_p: torch.Tensor
@@ -76,22 +107,19 @@ def _sample_sites(trace):
     return [s for s in trace.nodes.values() if s["type"] == "sample"]
 
 
-def _data_plate_name(sites) -> str:
+def plates_by_site(sites) -> dict:
+    """``{site name: sorted vectorised plate names}`` without the particle plate."""
+    return {s["name"]: sorted(f.name for f in s["cond_indep_stack"]
+                              if f.vectorized and f.name != PARTICLE_PLATE) for s in sites}
+
+
+def data_plate_name(sites):
+    """The one vectorised plate every site sits in, or ``None`` (shared weights) when
+    there is none, several, or no site at all."""
     common = None
-    for site in sites:
-        names = {f.name for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE}
-        common = names if common is None else common & names
-    if not common:
-        where = {s["name"]: sorted(f.name for f in s["cond_indep_stack"] if f.name != PARTICLE_PLATE)
-                 for s in sites}
-        raise ValueError(
-            "per-point importance weights need every sample site of the model and guide inside "
-            f"one vectorised data plate (pyro.plate(..., dim=...)); plates by site: {where}"
-        )
-    if len(common) > 1:
-        raise ValueError(f"every site sits in several common plates {sorted(common)}; "
-                         "per-point weights need exactly one")
-    return common.pop()
+    for names in plates_by_site(sites).values():
+        common = set(names) if common is None else common & set(names)
+    return common.pop() if common and len(common) == 1 else None
 
 
 def _per_point(log_prob: torch.Tensor, num_plates: int, data_dim: int, name: str) -> torch.Tensor:
@@ -108,43 +136,63 @@ def _per_point(log_prob: torch.Tensor, num_plates: int, data_dim: int, name: str
 
 
 def _site_scale(sites):
-    scales = {float(s["scale"]) for s in sites if not isinstance(s["scale"], torch.Tensor)}
-    if len(scales) > 1:
-        raise ValueError(
-            f"sites carry different scales {sorted(scales)}; per-point importance weights "
-            "need one common (subsample) scale"
-        )
-    if scales:
-        return scales.pop()
-    return torch_item(sites[0]["scale"])
+    """The one scale all sites carry (the data plate's ``N / B``), or ``None`` when they
+    differ (nested subsampled plates, ``poutine.scale`` on some sites)."""
+    scales = {float(s["scale"]) if not isinstance(s["scale"], torch.Tensor) or s["scale"].numel() == 1
+              else None for s in sites}
+    return scales.pop() if len(scales) == 1 else None
+
+
+def _shared(log_prob: torch.Tensor, num_plates: int, particles: bool) -> torch.Tensor:
+    """Sum a site's scaled ``log_prob`` over every dim but particles: ``(K, 1)``."""
+    if not particles or log_prob.dim() < num_plates:  # no particle dim in this tensor
+        return log_prob.sum().reshape(1, 1)
+    return log_prob.reshape(log_prob.shape[0], -1).sum(-1, keepdim=True)
 
 
 def log_weights_from_traces(model_trace, guide_trace, num_plates: int,
-                            detach_guide_params: bool = False) -> LogWeights:
+                            detach_guide_params: bool = False,
+                            particles: bool = True) -> LogWeights:
     """:class:`LogWeights` from a model trace replayed against a vectorised guide trace.
 
     :param int num_plates: ``max_plate_nesting`` with the particle plate, outermost at
         ``dim = -num_plates``; log-probs must already be computed on both traces.
     :param bool detach_guide_params: evaluate ``log q`` with the guide's parameters
         detached (the doubly reparameterised estimator); only for reparameterised sites.
-    :raises ValueError: a site outside the data plate, a model latent the guide does
-        not sample, inconsistent scales, or undeclared batch dims.
+    :param bool particles: whether the traces carry the particle plate (K > 1);
+        without it (K = 1) the weights still come out ``(1, B)`` or ``(1, 1)``.
+    :raises ValueError: a model latent the guide does not sample, a guide site that
+        cannot be reparameterised under ``detach_guide_params``, inconsistent
+        scales in a data plate, or undeclared batch dims.
     """
     model_sites, guide_sites = _sample_sites(model_trace), _sample_sites(guide_trace)
     sites = model_sites + guide_sites
-    plate = _data_plate_name(sites)
     guide_names = {s["name"] for s in guide_sites}
     for site in model_sites:
         if not site["is_observed"] and site["name"] not in guide_names:
             raise ValueError(f"model latent site '{site['name']}' is not sampled by the guide")
+    plate = data_plate_name(sites)
+    scale = _site_scale(sites) if plate is not None else None
+    if scale is None:  # no common data plate, or per-site scales: one weight per particle
+        data_dim, scale = None, 1.0
 
-    data_dim = next(f.dim for f in sites[0]["cond_indep_stack"] if f.name == plate)
+        def reduce(site, log_prob):
+            return _shared(scale_and_mask(log_prob, site["scale"], site["mask"]), num_plates,
+                           particles)
+    else:
+        data_dim = next(f.dim for f in sites[0]["cond_indep_stack"] if f.name == plate)
+        # Without the particle plate (K = 1) a site has one dim fewer than num_plates allows.
+        plates = num_plates if particles else num_plates - 1
 
-    def per_point(site, log_prob):
-        return _per_point(scale_and_mask(log_prob, mask=site["mask"]), num_plates, data_dim,
-                          site["name"])
+        def reduce(site, log_prob):
+            log_prob = scale_and_mask(log_prob, mask=site["mask"])
+            if log_prob.dim() > plates:
+                raise ValueError(
+                    f"site '{site['name']}' has batch shape {tuple(log_prob.shape)} with more "
+                    f"dims than its {plates} plates: declare them as plates or with .to_event()")
+            return _per_point(log_prob, num_plates, data_dim, site["name"])
 
-    log_p = sum(per_point(s, s["unscaled_log_prob"]) for s in model_sites)
+    log_p = sum(reduce(s, s["unscaled_log_prob"]) for s in model_sites)
     log_q, log_q_score, reparam_sites = 0.0, 0.0, []
     for site in guide_sites:
         reparam = site["fn"].has_rsample
@@ -152,27 +200,28 @@ def log_weights_from_traces(model_trace, guide_trace, num_plates: int,
             if not reparam:
                 raise ValueError(f"guide site '{site['name']}' is not reparameterisable; "
                                  "detached-parameter (DReG) weights need rsample")
-            lq = per_point(site, detach(site["fn"]).log_prob(site["value"]))
+            lq = reduce(site, detach(site["fn"]).log_prob(site["value"]))
         else:
-            lq = per_point(site, site["unscaled_log_prob"])
+            lq = reduce(site, site["unscaled_log_prob"])
         log_q = log_q + lq
         if reparam:
             reparam_sites.append(site)
         else:
             log_q_score = log_q_score + lq
-    log_q = log_q + torch.zeros_like(log_p)  # a guide with no sites still gives (K, B)
-    log_p, log_q = torch.broadcast_tensors(log_p, log_q)
+    ref = next((t for t in (log_p, log_q) if isinstance(t, torch.Tensor)), None)
+    zero = torch.zeros(1, 1) if ref is None else ref.new_zeros(1, 1)  # empty model or guide
+    log_p, log_q = torch.broadcast_tensors(log_p + zero, log_q + zero)
     log_q_score = log_q_score + torch.zeros_like(log_q)
-    return LogWeights(log_p, log_q, log_q_score, _site_scale(sites), reparam_sites, num_plates,
-                      data_dim)
+    return LogWeights(log_p, log_q, log_q_score, scale, reparam_sites, num_plates, data_dim)
 
 
 class ImportanceWeightedLoss(ELBO):
-    """Base of the K-particle losses: vectorised particles and per-point weights.
+    """Base of the K-particle losses: vectorised particles and importance weights.
 
     Reuses Pyro's :class:`~pyro.infer.elbo.ELBO` machinery (plate-nesting guess,
-    the particle plate, ``get_importance_trace``).  The particle plate is kept
-    even for ``num_particles=1`` so the weights always have shape ``(K, B)``.
+    the particle plate, ``get_importance_trace``).  As in Pyro, there is no
+    particle plate for ``num_particles=1`` (the model sees the shapes it wrote);
+    the weights are ``(K, B)`` or ``(K, 1)`` either way (module docstring).
 
     :param int num_particles: K, the particles per data point.
     :param max_plate_nesting: plates in the model (without the particle plate);
@@ -187,16 +236,15 @@ class ImportanceWeightedLoss(ELBO):
             raise ValueError(f"num_particles must be >= 1, got {num_particles}")
         super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting,
                          vectorize_particles=True)
-        if self.num_particles == 1:  # ELBO adds the particle plate only for K > 1
-            self.max_plate_nesting += 1
 
     def _guess_max_plate_nesting(self, model, guide, args, kwargs):
-        super()._guess_max_plate_nesting(model, guide, args, kwargs)
-        if self.num_particles == 1:
-            self.max_plate_nesting += 1
-
-    def _vectorized_num_particles(self, fn):
-        return pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-self.max_plate_nesting)(fn)
+        # The guess runs the guide once; restoring the random state keeps the draws of
+        # a seeded run identical to Pyro's Trace_ELBO (which does not guess).
+        state = get_rng_state()
+        try:
+            super()._guess_max_plate_nesting(model, guide, args, kwargs)
+        finally:
+            set_rng_state(state)
 
     def _get_trace(self, model, guide, args, kwargs):
         return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
@@ -206,8 +254,10 @@ class ImportanceWeightedLoss(ELBO):
         if self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
         model_trace, guide_trace = self._get_vectorized_trace(model, guide, args, kwargs)
-        return log_weights_from_traces(model_trace, guide_trace, self.max_plate_nesting,
-                                       self.detach_guide_params)
+        particles = self.num_particles > 1
+        num_plates = self.max_plate_nesting + (0 if particles else 1)
+        return log_weights_from_traces(model_trace, guide_trace, num_plates,
+                                       self.detach_guide_params, particles)
 
     def surrogate(self, weights: LogWeights) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, surrogate_loss)`` from the weights: the loss's value and a scalar
@@ -226,7 +276,10 @@ class ImportanceWeightedLoss(ELBO):
         return loss.detach() + (surrogate - surrogate.detach())
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """Backpropagate the estimator; returns the loss as a 0-dim tensor (no host sync)."""
+        """Backpropagate the estimator (skipped, as in Pyro, when nothing in the model or
+        guide is trainable); returns the loss as a 0-dim tensor, not Pyro's float, so a
+        training loop on a GPU need not wait for the device (``float()`` it to print)."""
         loss, surrogate = self.surrogate(self.log_weights(model, guide, *args, **kwargs))
-        surrogate.backward()
+        if surrogate.requires_grad:
+            surrogate.backward(retain_graph=self.retain_graph)
         return loss.detach()

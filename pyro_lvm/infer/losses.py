@@ -106,12 +106,14 @@ class DReG(ImportanceWeightedLoss):
         log_w = weights.log_w
         loss = -weights.scale * log_mean_exp(log_w, 0).sum()
         normalized = torch.softmax(log_w.detach(), 0)
-        for site in weights.reparam_sites:
+        # With one particle w~ = 1 and there is no particle dim to align with.
+        for site in weights.reparam_sites if log_w.shape[0] > 1 else ():
             if site["value"].requires_grad:
                 # Batch dims of a site inside the particle plate are exactly the plate dims.
                 shape = [1] * (weights.num_plates + site["fn"].event_dim)
                 shape[0] = normalized.shape[0]
-                shape[weights.num_plates + weights.data_dim] = normalized.shape[1]
+                if weights.data_dim is not None:  # per point; else one weight per particle
+                    shape[weights.num_plates + weights.data_dim] = normalized.shape[1]
                 factor = normalized.reshape(shape)
                 site["value"].register_hook(lambda grad, factor=factor: grad * factor)
         return loss, -weights.scale * (normalized * log_w).sum()
@@ -126,23 +128,29 @@ class TraceGraph(TraceGraph_ELBO):
     Gerrish & Blei 2014; Pyro's SVI Part III tutorial); unbiased for any
     baseline b that does not depend on the sampled value.
 
-    :param int num_particles: samples per step.
+    :param int num_particles: samples per step, drawn in one vectorised pass (a
+        particle plate, as Pyro's ``vectorize_particles``) except with the neural
+        baseline, whose network gives one value per data point, not per particle.
     :param str baseline: ``"none"``, ``"decaying_avg"`` (exponential moving
-        average of the downstream cost, factor ``baseline_beta``), or ``"neural"``
-        (``baseline_net(x)`` with ``x`` the first argument of model and guide,
-        trained on the squared error of the cost).
+        average of the downstream cost, factor ``baseline_beta``; one average per
+        particle slot, so a particle's baseline never depends on its own draw), or
+        ``"neural"`` (``baseline_net(x)`` with ``x`` the first argument of model and
+        guide, trained on the squared error of the cost).
+    :param max_plate_nesting: the model's plates, guessed when left at infinity.
     :raises ValueError: an unknown baseline, or ``"neural"`` without a network.
     """
 
     BASELINES = ("none", "decaying_avg", "neural")
 
     def __init__(self, num_particles: int = 1, baseline: str = "decaying_avg",
-                 baseline_beta: float = 0.9, baseline_net: torch.nn.Module | None = None):
+                 baseline_beta: float = 0.9, baseline_net: torch.nn.Module | None = None,
+                 max_plate_nesting=float("inf")):
         if baseline not in self.BASELINES:
             raise ValueError(f"baseline must be one of {self.BASELINES}, got {baseline!r}")
         if baseline == "neural" and baseline_net is None:
             raise ValueError("baseline='neural' needs baseline_net, a module mapping x to (B,)")
-        super().__init__(num_particles=num_particles)
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=num_particles > 1 and baseline != "neural")
         self.baseline, self.baseline_beta, self.baseline_net = baseline, baseline_beta, baseline_net
         self.baseline_name = unique_name("tracegraph_baseline")
 
@@ -177,6 +185,8 @@ class TraceGraph(TraceGraph_ELBO):
         """The loss's value with the score-function surrogate's gradient (Pyro's
         ``TraceGraph_ELBO`` lacks this method; built from its own surrogate)."""
         elbo, surrogate = self._loss_and_surrogate_loss(model, self._guide(guide), args, kwargs)
+        # Pyro returns the float 0.0 for a model and guide without sample sites.
+        elbo, surrogate = torch.as_tensor(elbo), torch.as_tensor(surrogate)
         return -elbo.detach() + (surrogate - surrogate.detach())
 
 

@@ -7,6 +7,7 @@ import torch.distributed as dist
 from torch import nn
 
 import pyro
+from pyro.infer.util import is_validation_enabled
 
 #: Name of the plate over data points; importance weights are computed per
 #: element of this plate (:mod:`pyro_lvm.infer.importance`).
@@ -32,6 +33,14 @@ def data_plate(x: torch.Tensor, num_data: int | None = None, dim: int = -1) -> p
     # the plate from drawing indices of its own.
     subsample = torch.arange(batch, device=x.device) if num_data > batch else None
     return pyro.plate(DATA_PLATE, size=num_data, subsample=subsample, dim=dim)
+
+
+def check_values() -> bool:
+    """Whether a model or guide checks its data's values (NaN, range) when called: always in
+    evaluation (no grad; once per block), in training only with Pyro's validation on, as
+    :func:`pyro_lvm.train.fit` checks the whole data set once and a check per step costs a
+    device sync.  Shapes and dtypes are checked on every call (free)."""
+    return is_validation_enabled() or not torch.is_grad_enabled()
 
 
 def check_local_rows(x: torch.Tensor, num_local: int, guide: str) -> None:

@@ -35,8 +35,8 @@ import pyro
 import pyro.distributions as dist
 from pyro.poutine.util import site_is_subsample
 
+from ..params import isolated_param_store, register, unique_name
 from .common import data_plate, mlp
-from ..params import register, unique_name
 from .vae import _MIN_SCALE, VAE
 
 __all__ = ["BURDA_ARCHITECTURES", "DLGM", "active_units"]
@@ -127,7 +127,7 @@ class DLGM(VAE):
         self.decoder[-1].bias.copy_(torch.logit(x_mean.clamp(1e-3, 1 - 1e-3)))
 
     def model(self, x: torch.Tensor, num_data: int | None = None):
-        self._check(x)
+        self.check_inputs(x)
         register(f"{self.name}_decoder", self.decoder)
         if len(self.down):
             register(f"{self.name}_down", self.down)
@@ -140,6 +140,7 @@ class DLGM(VAE):
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
+        self.check_inputs(x)  # the guide runs first: bad data must not reach the encoder
         register(f"{self.name}_encoder", self.encoder)
         if len(self.up):
             register(f"{self.name}_up", self.up)
@@ -188,7 +189,8 @@ def active_units(guide, x: torch.Tensor, num_samples: int = 100, threshold: floa
     means = {}
     for start in range(0, x.shape[0], batch_size):
         rows = x[start:start + batch_size]
-        with pyro.plate("active_units_particles", num_samples, dim=-2):
+        # A store of its own: the guide's modules are read, not a namesake's in the store.
+        with isolated_param_store(), pyro.plate("active_units_particles", num_samples, dim=-2):
             trace = pyro.poutine.trace(guide).get_trace(rows, **kwargs)
         for name, site in trace.nodes.items():
             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):

@@ -24,6 +24,7 @@ by less than ``tol``), so the two agree when started from the same parameters.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -34,9 +35,9 @@ import pyro
 import pyro.distributions as dist
 from pyro.infer import config_enumerate
 
-from ..data import check_data
+from ..data import check_data, check_size
 from ..params import register, unique_name
-from .common import check_local_rows, data_plate, mlp
+from .common import check_local_rows, check_values, data_plate, mlp
 from .saving import Saveable
 
 __all__ = [
@@ -46,14 +47,30 @@ __all__ = [
 
 
 def _check_params(weights, means, covariances):
-    if means.dim() != 2:
-        raise ValueError(f"means must be (K, D), got {tuple(means.shape)}")
+    """Mixture parameters a mixture can have: weights on the simplex, covariances symmetric
+    (positive definiteness is checked by their Cholesky factorisation, :func:`_cholesky`).
+
+    Tolerances are relative to the dtype (``sqrt(eps)``: float32 rounding of weights that
+    sum to 1 passes, weights summing to 1.01 do not).
+    :raises ValueError: naming the parameter and what was expected.
+    """
+    check_data(means, "means")
     k, d = means.shape
-    if weights.shape != (k,) or covariances.shape != (k, d, d):
+    check_data(weights, "weights", ndim=1, size=k, dtype=means.dtype)
+    check_data(covariances, "covariances", ndim=3, dtype=means.dtype)
+    if covariances.shape != (k, d, d):
         raise ValueError(f"expected weights ({k},) and covariances ({k}, {d}, {d}), got "
                          f"{tuple(weights.shape)} and {tuple(covariances.shape)}")
-    if not bool(torch.isfinite(weights).all() & (weights >= 0).all()):
-        raise ValueError("weights must be finite and non-negative")
+    tol = torch.finfo(means.dtype).eps ** 0.5
+    if bool((weights < 0).any()) or abs(weights.sum().item() - 1) > k * tol:
+        raise ValueError(f"weights must be non-negative and sum to 1 (the mixing proportions), "
+                         f"got sum {weights.sum().item():.6g} and min {weights.min().item():.4g}; "
+                         "normalise them with weights / weights.sum()")
+    asym = (covariances - covariances.transpose(-1, -2)).abs().amax((-1, -2))
+    bad = torch.nonzero(asym > tol * covariances.abs().amax((-1, -2))).flatten().tolist()
+    if bad:
+        raise ValueError(f"covariances of component(s) {bad} are not symmetric; pass "
+                         "(C + C.mT) / 2 if the asymmetry is rounding")
 
 
 def _cholesky(covariances: torch.Tensor) -> torch.Tensor:
@@ -75,23 +92,27 @@ def log_likelihood(x, weights, means, covariances) -> torch.Tensor:
     """Exact ``log p(x_n)`` under the mixture, nats per point, ``(N,)``.
 
     :param x: ``(N, D)``; ``weights (K,)``, ``means (K, D)``, ``covariances (K, D, D)``.
-    :raises ValueError: bad shapes, NaN/inf, or a singular covariance.
+    :raises ValueError: bad shapes or dtypes, NaN/inf, weights off the simplex, or a
+        covariance that is not symmetric positive definite.
     """
-    check_data(x, "x", size=means.shape[-1])
     _check_params(weights, means, covariances)
+    check_data(x, "x", size=means.shape[-1], dtype=means.dtype)
     return torch.logsumexp(_estimate_weighted_log_prob(x, weights, means, covariances), -1)
 
 
 def responsibilities(x, weights, means, covariances) -> torch.Tensor:
     """The exact posterior ``p(z_n = k | x_n)`` by Bayes' rule, ``(N, K)``, rows sum to 1."""
-    check_data(x, "x", size=means.shape[-1])
     _check_params(weights, means, covariances)
+    check_data(x, "x", size=means.shape[-1], dtype=means.dtype)
     return torch.softmax(_estimate_weighted_log_prob(x, weights, means, covariances), -1)
 
 
 def sample(weights, means, covariances, n: int, generator=None):
-    """Draw ``n`` points: returns ``(x (n, D), z (n,))``."""
+    """Draw ``n`` points: returns ``(x (n, D), z (n,))``.
+
+    :raises ValueError: as :func:`log_likelihood`, or ``n`` not a positive integer."""
     _check_params(weights, means, covariances)
+    n = check_size("n", n)
     z = torch.multinomial(weights / weights.sum(), n, replacement=True, generator=generator)
     chol = _cholesky(covariances)
     eps = torch.randn(n, means.shape[1], 1, dtype=means.dtype, device=means.device,
@@ -179,10 +200,12 @@ def fit_em(x, num_components: int, max_iter: int = 100, tol: float = 1e-3, n_ini
     """
     check_data(x, "x")
     n = x.shape[0]
+    num_components = check_size("num_components", num_components, 0)
+    max_iter, n_init = check_size("max_iter", max_iter), check_size("n_init", n_init)
     if not 1 <= num_components <= n:
         raise ValueError(f"num_components must be between 1 and N={n}, got {num_components}")
-    if max_iter < 1 or n_init < 1 or reg_covar < 0:
-        raise ValueError("max_iter and n_init must be >= 1 and reg_covar >= 0")
+    if not (reg_covar >= 0 and tol >= 0) or math.isinf(reg_covar) or math.isinf(tol):
+        raise ValueError(f"reg_covar and tol must be finite and >= 0, got {reg_covar}, {tol}")
     generator = torch.Generator().manual_seed(seed)
     best = None
     for _ in range(1 if init is not None else n_init):
@@ -241,8 +264,7 @@ class GMM(Saveable):
                     "covariances": tril @ tril.transpose(-1, -2)}
 
     def model(self, x, num_data=None):
-        if x.dim() != 2 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        check_data(x, "x", size=self.dim, dtype=self.means.dtype, values=check_values())
         register(self.name, self)
         scale_tril = transform_to(constraints.lower_cholesky)(self.raw_scale_tril)
         with data_plate(x, num_data):
@@ -298,6 +320,8 @@ class AmortisedGuide(Saveable):
         return torch.softmax(self.net(x), -1)
 
     def guide(self, x, num_data=None):
+        check_data(x, "x", size=self.net[0].in_features, dtype=self.net[0].weight.dtype,
+                   values=check_values())
         register(self.name, self)
         with data_plate(x, num_data):
             pyro.sample("z", dist.Categorical(logits=self.net(x)))
@@ -306,7 +330,7 @@ class AmortisedGuide(Saveable):
 def initial_params(x, num_components: int, reg_covar: float = 1e-6, seed: int = 0) -> dict:
     """The k-means++ starting parameters :func:`fit_em` uses, for starting SVI alike."""
     check_data(x, "x")
-    if not 1 <= num_components <= x.shape[0]:
+    if not 1 <= check_size("num_components", num_components, 0) <= x.shape[0]:
         raise ValueError(f"num_components must be between 1 and N={x.shape[0]}")
     return _initialize(x, num_components, reg_covar, torch.Generator().manual_seed(seed))
 

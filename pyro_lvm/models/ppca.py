@@ -32,9 +32,9 @@ from torch.distributions import constraints, transform_to
 import pyro
 import pyro.distributions as dist
 
-from ..data import check_data
+from ..data import check_data, check_size
 from ..params import register, unique_name
-from .common import check_local_rows, data_plate
+from .common import check_local_rows, check_values, data_plate
 from .saving import Saveable
 
 __all__ = [
@@ -45,12 +45,29 @@ __all__ = [
 
 def _check_latent_dim(x, latent_dim):
     check_data(x, "x", min_rows=2)
-    if not 1 <= latent_dim < x.shape[1]:
+    if not 1 <= check_size("latent_dim", latent_dim) < x.shape[1]:
         raise ValueError(f"latent_dim must be between 1 and D-1={x.shape[1] - 1}, got {latent_dim}")
 
 
 def _as_tensor(value, like):
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def _check_params(x, W, mean, noise_scale, latent_scale):
+    """The door of the closed forms: data and parameters of agreeing shapes and dtype,
+    scales positive; returns ``(sigma, nu)`` as tensors of the data's dtype."""
+    check_data(W, "W")
+    check_data(x, "x", dtype=W.dtype)
+    if W.shape[0] != x.shape[1]:
+        raise ValueError(f"W must be (D, q) with D={x.shape[1]} (the columns of x), got "
+                         f"{tuple(W.shape)}")
+    check_data(mean, "mean", ndim=1, size=x.shape[1], dtype=x.dtype)
+    sigma, nu = _as_tensor(noise_scale, x), _as_tensor(latent_scale, x)
+    if sigma.numel() != 1 or nu.numel() != 1 or not bool((sigma > 0) & (nu > 0)) \
+            or not bool(torch.isfinite(sigma) & torch.isfinite(nu)):
+        raise ValueError(f"noise_scale and latent_scale must be positive finite scalars, got "
+                         f"{noise_scale}, {latent_scale}")
+    return sigma.reshape(()), nu.reshape(())
 
 
 def marginal_log_likelihood(x, W, mean, noise_scale, latent_scale=1.0) -> torch.Tensor:
@@ -61,15 +78,9 @@ def marginal_log_likelihood(x, W, mean, noise_scale, latent_scale=1.0) -> torch.
 
     :param x: ``(N, D)``.  :param W: ``(D, q)``.  :param mean: ``(D,)``.
     :param noise_scale: sigma > 0.  :param latent_scale: nu > 0.
-    :raises ValueError: bad shapes, NaN/inf, or non-positive scales.
+    :raises ValueError: bad shapes or dtypes, NaN/inf, or scales not positive.
     """
-    check_data(x, "x")
-    if W.dim() != 2 or W.shape[0] != x.shape[1] or mean.shape != (x.shape[1],):
-        raise ValueError(f"W must be ({x.shape[1]}, q) and mean ({x.shape[1]},), got "
-                         f"{tuple(W.shape)} and {tuple(mean.shape)}")
-    sigma, nu = _as_tensor(noise_scale, x), _as_tensor(latent_scale, x)
-    if not bool((sigma > 0) & (nu > 0)):
-        raise ValueError(f"noise_scale and latent_scale must be positive, got {sigma}, {nu}")
+    sigma, nu = _check_params(x, W, mean, noise_scale, latent_scale)
     cov_diag = (sigma**2).expand(x.shape[1])
     return LowRankMultivariateNormal(mean, nu * W, cov_diag).log_prob(x)
 
@@ -79,9 +90,10 @@ def posterior(x, W, mean, noise_scale, latent_scale=1.0):
 
     :returns: ``(loc (N, q), cov (q, q))``: ``cov = (I/nu^2 + W^T W/sigma^2)^{-1}``,
         ``loc_n = cov W^T (x_n - mu) / sigma^2``.
+    :raises ValueError: as :func:`marginal_log_likelihood`.
     """
-    check_data(x, "x", size=W.shape[0])
-    sigma2, nu2 = _as_tensor(noise_scale, x) ** 2, _as_tensor(latent_scale, x) ** 2
+    sigma, nu = _check_params(x, W, mean, noise_scale, latent_scale)
+    sigma2, nu2 = sigma**2, nu**2
     q = W.shape[1]
     precision = torch.eye(q, dtype=x.dtype, device=x.device) / nu2 + W.T @ W / sigma2
     cov = torch.cholesky_inverse(torch.linalg.cholesky(precision))
@@ -119,8 +131,12 @@ def fit_closed_form(x, latent_dim: int) -> PPCAFit:
     eigvals, eigvecs = torch.linalg.eigh(centred.T @ centred / x.shape[0])
     eigvals, eigvecs = eigvals.flip(0).clamp(min=0), eigvecs.flip(1)
     sigma2 = eigvals[latent_dim:].mean()
-    if not sigma2 > 0:
-        raise ValueError(f"the data have rank <= latent_dim={latent_dim}: sigma^2 would be 0")
+    # Eigenvalues of a rank-q covariance are zero only up to rounding, |err| ~ l_1 D eps
+    # (the rule of numpy.linalg.matrix_rank), so the threshold scales with the largest one.
+    if not sigma2 > eigvals[0] * max(x.shape) * torch.finfo(x.dtype).eps:
+        raise ValueError(f"the data have rank <= latent_dim={latent_dim} (up to rounding: "
+                         f"sigma^2 = {sigma2.item():.3g} of largest eigenvalue "
+                         f"{eigvals[0].item():.3g}); sigma^2 would be 0")
     W = eigvecs[:, :latent_dim] * (eigvals[:latent_dim] - sigma2).clamp(min=0).sqrt()
     sigma = sigma2.sqrt()
     return PPCAFit(W, mean, sigma, marginal_log_likelihood(x, W, mean, sigma).mean().item())
@@ -168,6 +184,7 @@ class PPCA(Saveable):
     def __init__(self, x_dim: int, latent_dim: int, latent_scale: float = 1.0, W=None, mean=None,
                  noise_scale=1.0, name: str | None = None):
         super().__init__()
+        x_dim, latent_dim = check_size("x_dim", x_dim), check_size("latent_dim", latent_dim)
         if not 1 <= latent_dim < x_dim:
             raise ValueError(f"latent_dim must be between 1 and x_dim-1, got {latent_dim}")
         self.x_dim, self.latent_dim, self.latent_scale, self.name = x_dim, latent_dim, latent_scale, \
@@ -182,8 +199,7 @@ class PPCA(Saveable):
         return self.log_noise_scale.exp()
 
     def model(self, x, num_data=None):
-        if x.dim() != 2 or x.shape[-1] != self.x_dim:
-            raise ValueError(f"x must have shape (B, {self.x_dim}), got {tuple(x.shape)}")
+        check_data(x, "x", size=self.x_dim, dtype=self.W.dtype, values=check_values())
         register(self.name, self)
         prior = dist.Normal(x.new_zeros(self.latent_dim), self.latent_scale).to_event(1)
         with data_plate(x, num_data):
@@ -239,6 +255,8 @@ class AmortisedLinearGuide(Saveable):
         return q.mean, q.stddev
 
     def guide(self, x, num_data=None):
+        check_data(x, "x", size=self.linear.in_features, dtype=self.linear.weight.dtype,
+                   values=check_values())
         register(self.name, self)
         q = self.distribution(x)
         with data_plate(x, num_data):

@@ -19,11 +19,10 @@ from torch import nn
 
 import pyro
 import pyro.distributions as dist
-from pyro.infer.util import is_validation_enabled
 
-from ..data import check_data
+from ..data import check_data, check_size
 from ..params import register, unique_name
-from .common import data_plate, mlp
+from .common import check_values, data_plate, mlp
 from .saving import Saveable
 
 __all__ = ["VAE"]
@@ -44,11 +43,14 @@ class VAE(Saveable):
     :param activation: the hidden-layer non-linearity (a ``nn.Module`` class).
     :param str name: prefix of the parameter names in Pyro's param store (default
         ``vae_0``, ``vae_1``, ... one per instance: :func:`pyro_lvm.params.unique_name`).
-    :raises ValueError: a non-positive size or an unknown likelihood.
+    :raises ValueError: a size that is not a positive integer, or an unknown likelihood.
 
     ``model(x, num_data=None)`` and ``guide(x, num_data=None)`` take ``x`` of
     shape ``(B, x_dim)``; ``num_data`` is the full data set size when ``x`` is a
-    minibatch (the plate then scales the likelihood by ``num_data / B``).
+    minibatch (the plate then scales the likelihood by ``num_data / B``).  Both
+    raise ``ValueError`` for ``x`` of another shape or dtype than the parameters',
+    and for NaN/inf or (Bernoulli) values outside [0, 1]: always in evaluation, in
+    training when Pyro's validation is on (``fit`` checks the data set once).
     """
 
     def __init__(
@@ -61,11 +63,8 @@ class VAE(Saveable):
         name: str | None = None,
     ):
         super().__init__()
-        hidden_dims = tuple(int(h) for h in hidden_dims)
-        if x_dim < 1 or z_dim < 1 or any(h < 1 for h in hidden_dims):
-            raise ValueError(
-                f"x_dim, z_dim and hidden_dims must be positive, got {x_dim}, {z_dim}, {hidden_dims}"
-            )
+        x_dim, z_dim = check_size("x_dim", x_dim), check_size("z_dim", z_dim)
+        hidden_dims = tuple(check_size("hidden_dims[]", h) for h in hidden_dims)
         if likelihood not in _LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
         self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, unique_name("vae", name)
@@ -73,12 +72,20 @@ class VAE(Saveable):
         self.encoder = mlp((x_dim, *hidden_dims, 2 * z_dim), activation)
         self.decoder = mlp((z_dim, *reversed(hidden_dims), out), activation)
 
-    def _check(self, x: torch.Tensor) -> None:
-        if x.dim() != 2 or x.shape[-1] != self.x_dim:
-            raise ValueError(f"x must have shape (B, {self.x_dim}), got {tuple(x.shape)}")
-        if is_validation_enabled():  # value checks cost a device sync; Pyro's switch turns them off
-            low, high = (0.0, 1.0) if self.likelihood == "bernoulli" else (None, None)
-            check_data(x, "x", size=self.x_dim, low=low, high=high)
+    def check_inputs(self, x: torch.Tensor, values: bool | None = None) -> None:
+        """Reject ``x`` the model cannot take: shape and dtype on every call, values
+        (NaN/inf, Bernoulli range) when ``values``, by default as
+        :func:`~.common.check_values` says (:func:`~pyro_lvm.train.fit` asks for them once).
+
+        :raises ValueError: naming ``x`` and what was expected.
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
+            raise ValueError(f"x must have shape (B, {self.x_dim}), got "
+                             f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        low, high = (0.0, 1.0) if self.likelihood == "bernoulli" else (None, None)
+        check_data(x, "x", size=self.x_dim, low=low, high=high,
+                   dtype=self.encoder[0].weight.dtype,
+                   values=check_values() if values is None else values)
 
     def encode(self, x: torch.Tensor):
         """Parameters of the guide: ``(loc, scale)``, each ``(..., z_dim)``."""
@@ -99,7 +106,7 @@ class VAE(Saveable):
         return self.likelihood_dist(z).mean
 
     def model(self, x: torch.Tensor, num_data: int | None = None):
-        self._check(x)
+        self.check_inputs(x)
         register(f"{self.name}_decoder", self.decoder)
         prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
         with data_plate(x, num_data):
@@ -107,6 +114,7 @@ class VAE(Saveable):
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
+        self.check_inputs(x)  # the guide runs first: bad data must not reach the encoder
         register(f"{self.name}_encoder", self.encoder)
         # The encoder runs once per batch; a particle plate around the guide
         # broadcasts the Normal, so K particles cost one encoder pass.
@@ -117,10 +125,12 @@ class VAE(Saveable):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of p(x | z = posterior mean), ``(N, x_dim)``."""
+        self.check_inputs(x)
         return self.decode(self.encode(x)[0])
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Means of p(x | z) for ``n`` prior draws of z, ``(n, x_dim)``."""
+        n = check_size("n", n)
         device = next(self.parameters()).device
         return self.decode(torch.randn(n, self.z_dim, device=device, generator=generator))

@@ -1,0 +1,363 @@
+"""Assertions for a user's own tests of a model/guide pair, in the style of ``numpy.testing``.
+
+* :func:`check_pair`: the structure the estimators need, found by tracing once,
+  before any training (Pyro's ``check_model_guide_match`` and ``check_site_shape``
+  plus what they do not check: supports, a data plate, local parameters).
+* :func:`assert_bounds_ordered`: ELBO <= IWAE_K1 <= IWAE_K2 <= log p(x)
+  (Burda, Grosse & Salakhutdinov 2016, Theorem 1), each within Monte Carlo error.
+* :func:`assert_gradients_agree`: two estimators of the same objective's gradient
+  have the same expectation (reparameterised vs score function, ``iwae`` vs
+  ``dreg``, ``iwae`` K=1 vs ``elbo``).
+* :func:`assert_unbiased`: a loss's value and gradient against closed forms.
+
+Each Monte Carlo assertion draws ``num_draws`` independent estimates from a
+seeded start (``seed``), compares means by their standard errors (sample
+standard deviation / sqrt(draws)) with a two-sided Student-t test, and splits the
+false-alarm rate ``false_alarm`` over all the comparisons it makes (Bonferroni),
+so a correct estimator fails with probability at most ``false_alarm`` per call.
+Every tolerance also allows ``1e-5`` relative for float32 rounding, which is
+all that is left for quantities without spread (deterministic).  Failures raise ``AssertionError`` listing the
+estimates, their standard errors, and the tolerance used.
+
+Losses are given by name (any of :func:`pyro_lvm.infer.make_loss`, built with
+``num_particles``), as a loss object, or as a ``(loss, guide)`` tuple when one
+estimator needs another guide (e.g. :func:`~pyro_lvm.infer.score_function_guide`).
+Values are in nats for the whole data set, as the losses return them.  Pyro's
+validation (if on) checks the first draw of each estimator; the others run without
+it, for speed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from scipy import stats
+
+import pyro
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
+from pyro.infer.util import is_validation_enabled
+from pyro.util import check_model_guide_match, check_site_shape
+
+from .infer import IWAE, make_loss
+from .infer.importance import data_plate_name, plates_by_site
+
+__all__ = ["check_pair", "assert_bounds_ordered", "assert_gradients_agree", "assert_unbiased"]
+
+#: Relative tolerance added to every comparison for float32 rounding (sums of log-densities).
+ROUNDING = 1e-5
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def _is_subsample(site):
+    return type(site["fn"]).__name__ == "_Subsample"
+
+
+def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
+    """Assert that ``model`` and ``guide`` (called with ``*data, **kwargs``) fit together.
+
+    Runs the guide once and the model replayed against it, then reports every
+    problem found, one line each:
+
+    * Pyro's ``check_model_guide_match``: a model latent the guide does not sample,
+      a guide site the model lacks, plates in the guide but not the model,
+      disagreeing event dims or shapes;
+    * a guide site whose support differs from the model's (draws outside the model's
+      support give ``log p = -inf`` or NaN);
+    * Pyro's ``check_site_shape``: batch dims not declared by a plate or ``.to_event``;
+    * under a subsampled plate, a guide parameter with a dim of the full data size
+      that was not declared local (``pyro.param(..., event_dim=...)`` inside the plate),
+      so every minibatch would use the first rows;
+    * with ``per_point=True`` (per-point :func:`pyro_lvm.evaluate.log_likelihood`,
+      ``(N,)``): sites outside one common data plate.
+
+    :raises AssertionError: listing the problems.
+    """
+    problems = []
+    try:
+        guide_trace = poutine.trace(guide).get_trace(*data, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *data, **kwargs)
+    except Exception as error:  # the user's code failed: report it as the one problem
+        raise AssertionError(f"running the guide and model failed: {type(error).__name__}: "
+                             f"{error}") from error
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_model_guide_match(model_trace, guide_trace)
+        except (ValueError, NotImplementedError) as error:
+            problems.append(str(error))
+    problems += [str(w.message) for w in caught]
+
+    subsampled = {s["name"]: (s["fn"].size, len(s["value"])) for s in guide_trace.nodes.values()
+                  if s["type"] == "sample" and _is_subsample(s)}
+    model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or name not in model_trace.nodes:
+            continue
+        model_fn, guide_fn = model_trace.nodes[name]["fn"], site["fn"]
+        if not model_trace.nodes[name]["is_observed"] and hasattr(model_fn, "support") and \
+                hasattr(guide_fn, "support") and str(model_fn.support) != str(guide_fn.support):
+            problems.append(f"site '{name}': the guide's support {guide_fn.support} differs from "
+                            f"the model's {model_fn.support}")
+    for trace, who in ((model_trace, "model"), (guide_trace, "guide")):
+        try:
+            trace.compute_log_prob()
+        except ValueError as error:
+            problems.append(f"{who}: {error}")
+            continue
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                try:
+                    check_site_shape(site, max_plate_nesting=math.inf)
+                except ValueError as error:
+                    problems.append(f"{who}: {error}")
+    for plate, (size, batch) in subsampled.items():
+        if batch == size:
+            continue
+        for name, site in guide_trace.nodes.items():
+            if site["type"] == "param" and size in site["value"].shape:
+                problems.append(
+                    f"guide parameter '{name}' {tuple(site['value'].shape)} has a dim of the data "
+                    f"size {size} but plate '{plate}' takes {batch} rows: declare it local with "
+                    "pyro.param(..., event_dim=...) inside the plate")
+    if per_point:
+        sites = [s for t in (model_trace, guide_trace) for s in t.nodes.values()
+                 if s["type"] == "sample"]
+        if data_plate_name(sites) is None:
+            problems.append("per-point estimates need every sample site in one common data "
+                            f"plate; plates by site: {plates_by_site(sites)}")
+    if problems:
+        raise AssertionError(f"model/guide pair has {len(problems)} problem(s):\n  - "
+                             + "\n  - ".join(" ".join(p.split()) for p in problems))
+
+
+# --------------------------------------------------------------------------- Monte Carlo
+
+
+def _resolve(entry, num_particles, guide):
+    """``(label, loss, guide)`` from a loss name, a loss object or a ``(loss, guide)`` tuple."""
+    if isinstance(entry, tuple):
+        entry, guide = entry
+    if isinstance(entry, str):
+        return f"{entry}(K={num_particles})", make_loss(entry, num_particles=num_particles), guide
+    return type(entry).__name__, entry, guide
+
+
+def _t_quantile(false_alarm, comparisons, draws, two_sided=True):
+    """Critical value of Student's t (``draws - 1`` dof) at rate ``false_alarm / comparisons``."""
+    tail = false_alarm / comparisons / (2 if two_sided else 1)
+    return float(stats.t.ppf(1 - tail, df=max(draws - 1, 1)))
+
+
+def _mean_se(samples: torch.Tensor):
+    samples = samples.double()
+    return samples.mean(0), samples.std(0) / math.sqrt(samples.shape[0])
+
+
+def _values(loss, model, guide, data, kwargs, num_draws):
+    """``num_draws`` values of the bound (``-loss``), nats; the first with Pyro's validation
+    as the caller set it, the rest without (it checks structure, not values, and is slow)."""
+    with torch.no_grad():
+        values = [-float(loss.loss(model, guide, *data, **kwargs))]
+        with pyro.validation_enabled(False):
+            values += [-float(loss.loss(model, guide, *data, **kwargs)) for _ in range(num_draws - 1)]
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _param_names(model, guide, data, kwargs):
+    """Names of the trainable parameters the pair touches (Pyro's baseline averages excluded)."""
+    with poutine.block():
+        names = set()
+        for fn in (guide, model):
+            names |= set(poutine.trace(fn, param_only=True).get_trace(*data, **kwargs).param_nodes)
+    return sorted(n for n in names if not n.startswith("__baseline"))
+
+
+def _gradients(loss, model, guide, data, kwargs, num_draws, names=None):
+    """``(names, values (num_draws,), grads (num_draws, P))``: gradients of ``loss`` with
+    respect to each parameter's unconstrained value (what ``.grad`` holds after SVI)."""
+    loss.loss(model, guide, *data, **kwargs)  # registers every parameter (and guesses plates)
+    names = names or _param_names(model, guide, data, kwargs)
+    store = pyro.get_param_store()
+    params = [store.get_param(n).unconstrained() for n in names]
+    values, grads = [], []
+    for i in range(num_draws):
+        with pyro.validation_enabled(is_validation_enabled() and i == 0):  # as in _values
+            value = loss.differentiable_loss(model, guide, *data, **kwargs)
+        values.append(-float(value.detach()))
+        if not params:
+            grads.append(torch.zeros(0))
+            continue
+        parts = torch.autograd.grad(value, params, allow_unused=True) if value.requires_grad \
+            else [None] * len(params)
+        grads.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).double()
+                                for p, g in zip(params, parts)]))
+    return names, params, torch.tensor(values, dtype=torch.float64), torch.stack(grads)
+
+
+def _element_labels(names, params):
+    return [f"{n}[{i}]" if p.numel() > 1 else n for n, p in zip(names, params) for i in range(p.numel())]
+
+
+def _compare(label, estimate, se, target, target_se, crit):
+    """Failure lines for elements whose difference exceeds ``crit`` standard errors (or
+    rounding where there is no spread)."""
+    diff = (estimate - target).abs()
+    tol = crit * torch.sqrt(se**2 + target_se**2) + ROUNDING * (1 + target.abs())
+    bad = (diff > tol).nonzero().flatten().tolist()
+    return [(i, float(estimate[i]), float(se[i]), float(target[i]), float(target_se[i]),
+             float(tol[i])) for i in bad]
+
+
+def assert_bounds_ordered(model, guide, *data, losses=("elbo", "iwae"), num_particles=(1, 5, 50),
+                          log_likelihood=None, reference_particles: int = 2000,
+                          num_draws: int = 20, seed: int = 0, false_alarm: float = 1e-3,
+                          **kwargs) -> dict:
+    """Assert ELBO <= IWAE_K1 <= IWAE_K2 <= ... <= log p(x), each within Monte Carlo error.
+
+    For each loss after ``elbo`` (an importance-weighted one: ``iwae``, ``dreg``,
+    ``vimco``) its bounds at each K of ``num_particles`` must rise with K (``vimco``
+    from K = 2) and its first must not be below the ELBO (when ``losses`` starts with
+    ``"elbo"``); every bound must be below ``log p(x)``.  Each link is tested
+    one-sided at the Bonferroni-split rate.
+
+    :param log_likelihood: exact ``log p(x)`` of the whole data set (nats; a float, or
+        a tensor that is summed), else estimated by IWAE with ``reference_particles``
+        (a lower bound itself; then only the order below it is tested).
+    :param int num_draws: independent values of each bound (>= 2).
+    :returns: ``{label: (mean, standard error)}``, nats for the whole data set.
+    :raises AssertionError: a bound above a later one or above ``log p(x)``, beyond
+        its tolerance (listed with the estimates and standard errors).
+    """
+    if num_draws < 2:
+        raise ValueError(f"num_draws must be >= 2, got {num_draws}")
+    pyro.set_rng_seed(seed)
+    chain, links = [], []
+    for entry in losses:
+        name = entry[0] if isinstance(entry, tuple) else entry
+        if not isinstance(name, str):  # a loss object has its own K
+            ks = [None]
+        else:
+            ks = [1] if name == "elbo" else sorted(k for k in num_particles
+                                                    if not (name == "vimco" and k < 2))
+        start = len(chain)
+        for k in ks:
+            label, loss, g = _resolve(entry, k, guide)
+            chain.append((label, _mean_se(_values(loss, model, g, data, kwargs, num_draws))))
+        # each loss's bounds rise with K; the ELBO (first, if given) is below every one
+        links += list(zip(chain[start:], chain[start + 1:]))
+        if start and losses[0] == "elbo":
+            links.append((chain[0], chain[start]))
+    if log_likelihood is None:
+        values = _values(IWAE(reference_particles), model, guide, data, kwargs, max(2, num_draws // 4))
+        top = ("log p(x) ~ IWAE(K=%d)" % reference_particles, _mean_se(values))
+    else:
+        exact = torch.as_tensor(log_likelihood, dtype=torch.float64).sum()
+        top = ("log p(x) exact", (exact, torch.zeros((), dtype=torch.float64)))
+    pairs = links + [(c, top) for c in chain]
+    crit = _t_quantile(false_alarm, len(pairs), num_draws, two_sided=False)
+    failures = []
+    for (lo_label, (lo, lo_se)), (hi_label, (hi, hi_se)) in pairs:
+        spread = math.sqrt(float(lo_se) ** 2 + float(hi_se) ** 2)
+        tol = crit * spread + ROUNDING * (1 + abs(float(hi)))
+        if float(lo) > float(hi) + tol:
+            failures.append(f"{lo_label} = {float(lo):.6g} +- {float(lo_se):.3g} is above "
+                            f"{hi_label} = {float(hi):.6g} +- {float(hi_se):.3g} "
+                            f"(tolerance {tol:.3g} = {crit:.2f} standard errors)")
+    if failures:
+        raise AssertionError("bounds out of order (false-alarm rate "
+                             f"{false_alarm}, {num_draws} draws, seed {seed}):\n  "
+                             + "\n  ".join(failures))
+    return {label: (float(m), float(s)) for label, (m, s) in chain + [top]}
+
+
+def assert_gradients_agree(model, guide, *data, losses=("elbo", "tracegraph"), num_particles: int = 1,
+                           num_draws: int = 200, seed: int = 0, false_alarm: float = 1e-3,
+                           **kwargs) -> None:
+    """Assert that two estimators of the same objective's gradient agree in expectation.
+
+    Each loss gives ``num_draws`` independent gradients of every parameter element
+    (with respect to the unconstrained value, as ``.grad`` holds it); per element,
+    ``z = (mean_a - mean_b) / sqrt(se_a^2 + se_b^2)`` is compared with Student's t at
+    the rate ``false_alarm`` split over all elements.  The two must estimate the
+    gradient of the same objective: ``elbo``/``tracegraph``/``meanfield``/``iwae`` K=1
+    (the ELBO), or ``iwae``/``dreg``/``vimco`` at one K (IWAE_K).
+
+    :param losses: two entries (names built with ``num_particles``, loss objects, or
+        ``(loss, guide)`` tuples).
+    :raises AssertionError: listing the elements that disagree with both means, their
+        standard errors and the tolerance.
+    """
+    if len(losses) != 2:
+        raise ValueError(f"assert_gradients_agree compares two losses, got {len(losses)}")
+    results = []
+    names = None
+    for i, entry in enumerate(losses):
+        label, loss, g = _resolve(entry, num_particles, guide)
+        pyro.set_rng_seed(seed + 7919 * i)  # independent draws for each estimator
+        names, params, _, grads = _gradients(loss, model, g, data, kwargs, num_draws, names)
+        results.append((label, *_mean_se(grads)))
+    (la, ma, sa), (lb, mb, sb) = results
+    crit = _t_quantile(false_alarm, max(1, ma.numel()), num_draws)
+    failures = _compare(la, ma, sa, mb, sb, crit)
+    if failures:
+        labels = _element_labels(names, params)
+        raise AssertionError(
+            f"gradients of {la} and {lb} disagree ({num_draws} draws each, seed {seed}, "
+            f"false-alarm rate {false_alarm}):\n  " + "\n  ".join(
+                f"{labels[i]}: {a:.6g} +- {sa_:.3g} vs {b:.6g} +- {sb_:.3g} (tolerance {tol:.3g})"
+                for i, a, sa_, b, sb_, tol in failures))
+
+
+def assert_unbiased(model, guide, *data, loss, exact_value=None, exact_grad=None,
+                    num_particles: int = 1, num_draws: int = 200, seed: int = 0,
+                    false_alarm: float = 1e-3, **kwargs) -> None:
+    """Assert that a loss's value and gradient have the closed-form expectations.
+
+    :param loss: a name of :func:`~pyro_lvm.infer.make_loss` (built with
+        ``num_particles``), a loss object, or a ``(loss, guide)`` tuple.
+    :param exact_value: the exact expectation of the *bound* the loss estimates
+        (``-loss``, e.g. the ELBO), nats for the whole data set.
+    :param dict exact_grad: ``{param name: tensor}``, the exact expected gradient of
+        the *loss* (the negative bound) with respect to each parameter's unconstrained
+        value, as ``loss_and_grads`` leaves it in ``.grad``; parameters not named are
+        not tested.
+    :raises AssertionError: the mean of ``num_draws`` draws differs from the closed form
+        by more than the Student-t tolerance (listed per element).
+    """
+    if exact_value is None and exact_grad is None:
+        raise ValueError("give exact_value, exact_grad or both")
+    label, loss, g = _resolve(loss, num_particles, guide)
+    pyro.set_rng_seed(seed)
+    names = sorted(exact_grad) if exact_grad else None
+    if names is None:
+        values, grads = _values(loss, model, g, data, kwargs, num_draws), None
+    else:
+        names, params, values, grads = _gradients(loss, model, g, data, kwargs, num_draws, names)
+    estimates, targets, labels = [], [], []
+    if exact_value is not None:
+        m, s = _mean_se(values)
+        estimates.append((m.reshape(1), s.reshape(1)))
+        targets.append(torch.as_tensor(exact_value, dtype=torch.float64).sum().reshape(1))
+        labels.append("value")
+    if grads is not None:
+        estimates.append(_mean_se(grads))
+        targets.append(torch.cat([torch.as_tensor(exact_grad[n], dtype=torch.float64)
+                                  .expand(p.shape).reshape(-1) for n, p in zip(names, params)]))
+        labels += ["grad " + l for l in _element_labels(names, params)]
+    mean = torch.cat([m for m, _ in estimates])
+    se = torch.cat([s for _, s in estimates])
+    target = torch.cat(targets)
+    crit = _t_quantile(false_alarm, mean.numel(), num_draws)
+    failures = _compare(label, mean, se, target, torch.zeros_like(target), crit)
+    if failures:
+        raise AssertionError(
+            f"{label} is biased ({num_draws} draws, seed {seed}, false-alarm rate "
+            f"{false_alarm}):\n  " + "\n  ".join(
+                f"{labels[i]}: estimate {a:.6g} +- {s_:.3g}, exact {b:.6g} (tolerance {tol:.3g})"
+                for i, a, s_, b, _, tol in failures))
