@@ -78,5 +78,5 @@ def test_cluster_accuracy_matches_clusters_to_labels():
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     assert evaluate.cluster_accuracy(labels, torch.tensor([2, 2, 0, 0, 1, 1])) == 1.0
     assert evaluate.cluster_accuracy(labels, torch.tensor([0, 0, 0, 0, 1, 1])) == pytest.approx(4 / 6)
-    with pytest.raises(ValueError, match="two \\(N,\\)"):
+    with pytest.raises(ValueError, match="two non-empty \\(N,\\)"):
         evaluate.cluster_accuracy(labels, torch.tensor([0, 1]))
