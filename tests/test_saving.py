@@ -46,6 +46,8 @@ def test_every_kind_of_argument_round_trips(tmp_path):
         gmm.GMM(torch.full((2,), 0.5), torch.randn(2, 3), torch.eye(3).expand(2, 3, 3)),
         missing.MissingPixelModel(VAE(z_dim=2, hidden_dims=(8,))),  # a model as argument
         ppca.AmortisedLinearGuide(64, 3, "diagonal"),
+        missing.ConditionalPixelGuide(missing.ObservedGuide(VAE(z_dim=2, hidden_dims=(8,)),
+                                                            hidden_dims=(8,))),  # nested twice
     ]
     for module in cases:
         module.save(tmp_path / "m.pt")

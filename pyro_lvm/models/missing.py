@@ -355,7 +355,7 @@ def estimate_log_marginal(model: MissingPixelModel, x, mask, proposal="guide", g
     return evaluate.log_likelihood(model.model, guide_fn, (x, mask), num_samples=num_samples)
 
 
-class ObservedGuide(nn.Module):
+class ObservedGuide(Saveable):
     """``q(z | x_obs) = N(mu, diag sigma^2)`` from an MLP on ``[x * observed, mask]``
     (``2 * 784 -> hidden -> 2 z_dim``), for :meth:`MissingPixelModel.observed_model`.
 
@@ -403,7 +403,7 @@ class ObservedGuide(nn.Module):
             return pyro.sample("z", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
 
 
-class ConditionalPixelGuide(nn.Module):
+class ConditionalPixelGuide(Saveable):
     """``q(z, x_hid | x_obs) = q(z | x_obs) prod_{i hidden} Bernoulli(x_i | phi_i(z, x_obs))``
     with ``phi = sigmoid(decoder(z) + r(z, x * observed, mask))``, for
     :meth:`MissingPixelModel.model` (hidden pixels as latent sites).
