@@ -100,9 +100,9 @@ def test_meanfield_guide_trains_with_score_function_gradients():
         (lambda x: gmm.fit_em(x[0], 2), "2 dimensions"),
         (lambda x: gmm.fit_em(torch.cat([x, x[:1] * float("nan")]), 2), "NaN"),
         (lambda x: gmm.fit_em(torch.cat([x[:, :1], x[:, :1]], 1), 2, reg_covar=0.0), "singular"),
-        (lambda x: gmm.log_likelihood(x, torch.ones(2) / 2, torch.zeros(2, 3, dtype=x.dtype),
+        (lambda x: gmm.log_likelihood(x, torch.ones(2, dtype=x.dtype) / 2, torch.zeros(2, 3, dtype=x.dtype),
                                       torch.eye(3, dtype=x.dtype).expand(2, 3, 3)), "columns"),
-        (lambda x: gmm.log_likelihood(x, torch.ones(3) / 3, torch.zeros(2, 4, dtype=x.dtype),
+        (lambda x: gmm.log_likelihood(x, torch.ones(3, dtype=x.dtype) / 3, torch.zeros(2, 4, dtype=x.dtype),
                                       torch.eye(4, dtype=x.dtype).expand(2, 4, 4)), "weights"),
     ],
 )
