@@ -454,7 +454,7 @@ for _m in (True, False):
     case(f"mean_field_mask_{_m}", V + f"test_mean_field_mask_ok[{_m}]")(lambda m=_m: _chain(m))
 
 
-def _reparam(mask=None, scale=None):
+def _reparam_pair(mask=None, scale=None):
     def model():
         x = pyro.sample("x", dist.Normal(0.0, 1.0))
         with poutine.mask(mask=True if mask is None else mask), poutine.scale(scale=1.0 if scale is None else scale):
@@ -465,11 +465,11 @@ def _reparam(mask=None, scale=None):
     return model, guide
 
 
-case("reparameterised", V + "test_reparam_ok")(lambda: _reparam())
+case("reparameterised", V + "test_reparam_ok")(lambda: _reparam_pair())
 for _m in (True, False, torch.tensor(True), torch.tensor(False)):
-    case(f"masked_observation_{_m!r}", V + f"test_reparam_mask_ok[{_m!r}]")(lambda m=_m: _reparam(mask=m))
+    case(f"masked_observation_{_m!r}", V + f"test_reparam_mask_ok[{_m!r}]")(lambda m=_m: _reparam_pair(mask=m))
 for _sc in (1, 0.1, torch.tensor(0.5)):
-    case(f"scaled_observation_{_sc!r}", V + f"test_reparam_scale_ok[{_sc!r}]")(lambda s=_sc: _reparam(scale=s))
+    case(f"scaled_observation_{_sc!r}", V + f"test_reparam_scale_ok[{_sc!r}]")(lambda s=_sc: _reparam_pair(scale=s))
 
 
 DIRICHLET_DATA = torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.1, 0.3]])
@@ -593,9 +593,10 @@ def _unvalidated(check):
     return run
 
 
-def gradient_check(scale=1.0):
+def gradient_check(scale=1.0, copies=1):
     """The loss's expected gradient equals the closed form (K = 1 estimators of the
-    ELBO); IWAE_K estimators (``vimco``, K = 2) agree with ``iwae`` at the same K."""
+    ELBO); IWAE_K estimators (``vimco``, K = 2) agree with ``iwae`` at the same K.
+    ``copies``: a user-written plate of replicas, whose gradient Pyro divides by their number."""
     @_unvalidated
     def check(name, case):
         from pyro_lvm import testing
@@ -603,8 +604,8 @@ def gradient_check(scale=1.0):
             testing.assert_gradients_agree(case.model, case.guide, losses=("iwae", "vimco"),
                                            num_particles=2, num_draws=NUM_DRAWS)
         else:
-            testing.assert_unbiased(case.model, case.guide, loss=name, exact_grad=_expected(scale),
-                                    num_draws=NUM_DRAWS)
+            testing.assert_unbiased(case.model, case.guide, loss=name, num_draws=NUM_DRAWS,
+                                    exact_grad={k: v * copies for k, v in _expected(scale).items()})
     return check
 
 
@@ -619,7 +620,7 @@ for _id, (_rp, _rs) in {"reparam": (True, None), "reparam-False": (True, False),
             case(f"subsample_gradient_{_id}_{_sub}_x{_sc:g}",
                  G + f"test_subsample_gradient[{_id}-{_sub}-{'unscaled' if _sc == 1 else 'scaled'}]",
                  check=gradient_check(_sc), tags={"gradient"})(
-                lambda r=_reparam, h=_rs, s=_sub, sc=_sc: _local_pair(r, h, 1 if s == "subsample" else None, sc))
+                lambda r=_rp, h=_rs, s=_sub, sc=_sc: _local_pair(r, h, 1 if s == "subsample" else None, sc))
 for _id, _reparam in (("reparam", True), ("nonreparam", False)):
     for _sub in ("full", "subsample"):
         case(f"subsample_gradient_sequential_{_id}_{_sub}", G + f"test_subsample_gradient_sequential[{_id}-{_sub}]",
@@ -655,25 +656,11 @@ def _with_nuisance(reparam, copies=None):
     return model, guide
 
 
-def replicated_check(copies):
-    """Pyro divides the gradient of ``copies`` replicas by their number."""
-    @_unvalidated
-    def check(name, case):
-        from pyro_lvm import testing
-        if name == "vimco":
-            testing.assert_gradients_agree(case.model, case.guide, losses=("iwae", "vimco"),
-                                           num_particles=2, num_draws=NUM_DRAWS)
-        else:
-            testing.assert_unbiased(case.model, case.guide, loss=name, num_draws=NUM_DRAWS,
-                                    exact_grad={k: v * copies for k, v in _expected().items()})
-    return check
-
-
 for _id, _reparam in (("reparam", True), ("nonreparam", False)):
-    case(f"nuisance_sites_replica_plate_{_id}", G + f"test_plate[{_id}]", check=replicated_check(20),
+    case(f"nuisance_sites_replica_plate_{_id}", G + f"test_plate[{_id}]", check=gradient_check(copies=20),
          tags={"gradient"})(lambda r=_reparam: _with_nuisance(r, 20))
     case(f"nuisance_sites_{_id}", G + f"test_plate_elbo_vectorized_particles[{_id}]",
-         check=replicated_check(1), tags={"gradient"})(lambda r=_reparam: _with_nuisance(r))
+         check=gradient_check(), tags={"gradient"})(lambda r=_reparam: _with_nuisance(r))
 
 
 # -------------------------------------------------------------------- test_inference.py
