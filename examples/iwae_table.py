@@ -69,6 +69,7 @@ import torch
 import pyro
 import pyro.optim
 from pyro_lvm import evaluate
+from pyro_lvm.cli import int_at_least, nonnegative_int, positive_float, positive_int
 from pyro_lvm.data import binarize, check_data, fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.infer import make_loss
 from pyro_lvm.models import DLGM
@@ -260,13 +261,13 @@ def write_outputs(out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", nargs="+", default=["all"], help=f"'all' or some of: {' '.join(ROWS)}")
-    parser.add_argument("--epochs-scale", type=float, default=1.0,
+    parser.add_argument("--epochs-scale", type=positive_float, default=1.0,
                         help="fraction of the paper's 3^i epochs per stage (1: 3280 epochs)")
-    parser.add_argument("--batch-size", type=int, default=20, help="the paper's 20")
-    parser.add_argument("--train-size", type=int, default=TRAIN_SIZE,
+    parser.add_argument("--batch-size", type=positive_int, default=20, help="the paper's 20")
+    parser.add_argument("--train-size", type=positive_int, default=TRAIN_SIZE,
                         help="first N training images (the authors': 59600)")
-    parser.add_argument("--test-size", type=int, default=10_000, help="first N test images")
-    parser.add_argument("--eval-samples", type=int, default=5000, help="K for the test NLL")
+    parser.add_argument("--test-size", type=positive_int, default=10_000, help="first N test images")
+    parser.add_argument("--eval-samples", type=int_at_least(2), default=5000, help="K for the test NLL")
     parser.add_argument("--beta1", type=float, default=0.9,
                         help="Adam beta1: the paper's 0.9 (the authors' code: 0.99)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -274,14 +275,16 @@ def main():
     parser.add_argument("--out", default="results/iwae_table")
     parser.add_argument("--resume", action="store_true",
                         help="continue every row from its checkpoint; skip finished rows")
-    parser.add_argument("--max-minutes", type=float, default=math.inf,
+    parser.add_argument("--max-minutes", type=positive_float, default=math.inf,
                         help="stop training (between epochs) after this long; finish with --resume")
-    parser.add_argument("--eval-minutes", type=float, default=2.0,
+    parser.add_argument("--eval-minutes", type=positive_float, default=2.0,
                         help="time kept for the evaluation under --max-minutes")
     parser.add_argument("--table-only", action="store_true", help="only rebuild table.md and elbo.png")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--progress", action="store_true", help="tqdm bars per epoch")
     args = parser.parse_args()
+    if not 0 <= args.beta1 < 1:
+        parser.error(f"argument --beta1: must be in [0, 1), got {args.beta1}")
     deadline = time.time() + 60 * args.max_minutes
     if args.table_only:
         print(write_outputs(args.out))
