@@ -1,6 +1,6 @@
 """Missing-pixel MNIST: learn from incomplete images, impute with calibrated pixel posteriors.
 
-    python examples/missing_pixels.py [--test-images 300] [--epochs 4] [--threads 1]
+    python examples/missing_pixels.py [--test-images 1000] [--epochs 30] [--threads 1]
 
 1. Imputation of hidden top halves (test split).  A VAE trained on complete binarized
    training images; an encoder q(z | x_obs) for incomplete images (zero-filled image plus
@@ -45,11 +45,11 @@ from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--test-images", type=positive_int, default=300)
-parser.add_argument("--epochs", type=positive_int, default=4, help="epochs of the VAE on 60,000 images")
-parser.add_argument("--guide-images", type=positive_int, default=20000,
+parser.add_argument("--test-images", type=positive_int, default=1000)
+parser.add_argument("--epochs", type=positive_int, default=30, help="epochs of the VAE on 60,000 images")
+parser.add_argument("--guide-images", type=positive_int, default=60000,
                     help="masked training images for one epoch of q(z | x_obs)")
-parser.add_argument("--impute-samples", type=positive_int, default=2000, help="K for imputation")
+parser.add_argument("--impute-samples", type=positive_int, default=3000, help="K for imputation")
 parser.add_argument("--samples", type=positive_int, default=500, help="K for log p(x_hid | x_obs)")
 parser.add_argument("--meanfield-steps", type=positive_int, default=300)
 parser.add_argument("--meanfield-images", type=positive_int, default=100,
