@@ -41,6 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro.infer.util import is_validation_enabled
 from pyro.util import check_model_guide_match, check_site_shape
 
+from .data import check_size
 from .infer import IWAE, make_loss
 from .infer.importance import data_plate_name, plates_by_site
 
@@ -148,6 +149,14 @@ def _resolve(entry, num_particles, guide):
     return type(entry).__name__, entry, guide
 
 
+def _check_monte_carlo(num_draws, false_alarm) -> int:
+    """The door of every Monte Carlo assertion: ``num_draws`` an integer >= 2 (a standard
+    error needs two draws) and ``false_alarm`` in (0, 1)."""
+    if not 0 < false_alarm < 1:
+        raise ValueError(f"false_alarm must be a probability in (0, 1), got {false_alarm!r}")
+    return check_size("num_draws", num_draws, 2)
+
+
 def _t_quantile(false_alarm, comparisons, draws, two_sided=True):
     """Critical value of Student's t (``draws - 1`` dof) at rate ``false_alarm / comparisons``."""
     tail = false_alarm / comparisons / (2 if two_sided else 1)
@@ -234,8 +243,7 @@ def assert_bounds_ordered(model, guide, *data, losses=("elbo", "iwae"), num_part
     :raises AssertionError: a bound above a later one or above ``log p(x)``, beyond
         its tolerance (listed with the estimates and standard errors).
     """
-    if num_draws < 2:
-        raise ValueError(f"num_draws must be >= 2, got {num_draws}")
+    num_draws = _check_monte_carlo(num_draws, false_alarm)
     pyro.set_rng_seed(seed)
     chain, links = [], []
     for entry in losses:
@@ -295,6 +303,7 @@ def assert_gradients_agree(model, guide, *data, losses=("elbo", "tracegraph"), n
     """
     if len(losses) != 2:
         raise ValueError(f"assert_gradients_agree compares two losses, got {len(losses)}")
+    num_draws = _check_monte_carlo(num_draws, false_alarm)
     results = []
     names = None
     for i, entry in enumerate(losses):
@@ -332,6 +341,7 @@ def assert_unbiased(model, guide, *data, loss, exact_value=None, exact_grad=None
     """
     if exact_value is None and exact_grad is None:
         raise ValueError("give exact_value, exact_grad or both")
+    num_draws = _check_monte_carlo(num_draws, false_alarm)
     label, loss, g = _resolve(loss, num_particles, guide)
     pyro.set_rng_seed(seed)
     names = sorted(exact_grad) if exact_grad else None

@@ -248,9 +248,9 @@ def decaying_adam(lr: float, lr_final: float, num_epochs: int) -> PyroLRSchedule
 
     :raises ValueError: a step size that is not finite and positive, or ``num_epochs`` < 1.
     """
-    if not (_positive(lr) and _positive(lr_final)) or num_epochs < 1:
-        raise ValueError(f"need finite lr > 0, lr_final > 0 and num_epochs >= 1, "
-                         f"got {lr}, {lr_final}, {num_epochs}")
+    num_epochs = check_size("num_epochs", num_epochs)
+    if not (_positive(lr) and _positive(lr_final)):
+        raise ValueError(f"need finite lr > 0 and lr_final > 0, got {lr}, {lr_final}")
     gamma = (lr_final / lr) ** (1 / max(1, num_epochs - 1))
     return pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr},
                                      "gamma": gamma})

@@ -201,6 +201,23 @@ CASES = {
     "inpaint steps=2.5": (lambda: inpaint(steps=2.5), "steps"),
     # compare
     "compare num_draws=1": (lambda: compare(num_draws=1), "num_draws"),
+    # sizes and ranges of the functions added with issues 11, 12 and 15
+    "decaying_adam num_epochs=2.5": (
+        lambda: __import__("pyro_lvm.train").train.decaying_adam(1e-3, 1e-4, 2.5), "num_epochs"),
+    "IWAE num_particles=2.5": (lambda: __import__("pyro_lvm.infer").infer.IWAE(num_particles=2.5),
+                               "num_particles"),
+    "vimco num_particles=2.5": (lambda: make_loss("vimco", 2.5), "num_particles"),
+    "pixel_scores NaN probs": (lambda: __import__("pyro_lvm.models.missing").models.missing.pixel_scores(
+        torch.full((2, 6), float("nan")), binary(2), torch.ones(2, 6, dtype=torch.bool)), "probs"),
+    "pixel_scores bins=0": (lambda: __import__("pyro_lvm.models.missing").models.missing.pixel_scores(
+        torch.full((2, 6), 0.5), binary(2), torch.ones(2, 6, dtype=torch.bool), bins=0), "bins"),
+    "active_units num_samples=2.5": (lambda: __import__("pyro_lvm.models.dlgm").models.dlgm.active_units(
+        small_vae().guide, binary(), num_samples=2.5), "num_samples"),
+    "active_units one row": (lambda: __import__("pyro_lvm.models.dlgm").models.dlgm.active_units(
+        small_vae().guide, binary(1)), "x must have at least 2 rows"),
+    "assert_unbiased num_draws=1": (lambda: __import__("pyro_lvm.testing").testing.assert_unbiased(
+        small_vae().model, small_vae().guide, binary(), loss="elbo", exact_value=0.0, num_draws=1),
+        "num_draws"),
     # models.vae construction
     "VAE z_dim=2.5": (lambda: vae(z_dim=2.5), "z_dim"),
     "VAE hidden_dims=(2.5,)": (lambda: vae(hidden_dims=(2.5,)), "hidden_dims"),

@@ -49,6 +49,8 @@ from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import torch_item
 from pyro.util import get_rng_state, set_rng_state
 
+from ..data import check_size
+
 __all__ = ["LogWeights", "ImportanceWeightedLoss", "log_mean_exp", "PARTICLE_PLATE"]
 
 #: Name of the plate over particles (Pyro's own name for it).
@@ -232,9 +234,7 @@ class ImportanceWeightedLoss(ELBO):
     detach_guide_params = False
 
     def __init__(self, num_particles: int = 1, max_plate_nesting=float("inf")):
-        if int(num_particles) < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting,
+        super().__init__(num_particles=check_size("num_particles", num_particles), max_plate_nesting=max_plate_nesting,
                          vectorize_particles=True)
 
     def _guess_max_plate_nesting(self, model, guide, args, kwargs):

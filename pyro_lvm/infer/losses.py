@@ -16,6 +16,7 @@ from pyro.distributions import TorchDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from ..data import check_size
 from ..params import register, unique_name
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
 
@@ -68,7 +69,8 @@ class VIMCO(IWAE):
     """
 
     def __init__(self, num_particles: int = 2, max_plate_nesting=float("inf")):
-        if int(num_particles) < 2:
+        num_particles = check_size("num_particles", num_particles)
+        if num_particles < 2:  # each particle's baseline is built from the others
             raise ValueError(f"vimco needs num_particles >= 2 for its baselines, got {num_particles}")
         super().__init__(num_particles, max_plate_nesting)
 

@@ -35,6 +35,7 @@ import pyro
 import pyro.distributions as dist
 from pyro.poutine.util import site_is_subsample
 
+from ..data import check_data, check_size
 from ..params import isolated_param_store, register, unique_name
 from .common import data_plate, mlp
 from .vae import _MIN_SCALE, VAE
@@ -181,11 +182,13 @@ def active_units(guide, x: torch.Tensor, num_samples: int = 100, threshold: floa
     :param int batch_size: rows per pass (bounds memory).
     :returns: ``{site: (A_u, active)}`` with ``A_u`` ``(D_site,)`` variances and ``active``
         the boolean mask ``A_u > threshold``; ``int(active.sum())`` counts the active units.
-    :raises ValueError: fewer than two rows, or ``num_samples`` < 1.
+    :raises ValueError: ``x`` empty, NaN/inf or with fewer than two rows; ``num_samples`` or
+        ``batch_size`` not a positive integer; a negative or infinite ``threshold``.
     """
-    if x.shape[0] < 2 or num_samples < 1:
-        raise ValueError(f"active_units needs x with at least 2 rows and num_samples >= 1, got "
-                         f"shape {tuple(x.shape)} and num_samples {num_samples}")
+    check_data(x, "x", ndim=None, min_rows=2)  # a variance across rows needs two
+    num_samples, batch_size = check_size("num_samples", num_samples), check_size("batch_size", batch_size)
+    if not 0 <= threshold < float("inf"):
+        raise ValueError(f"threshold must be a finite variance >= 0, got {threshold!r}")
     means = {}
     for start in range(0, x.shape[0], batch_size):
         rows = x[start:start + batch_size]

@@ -510,16 +510,15 @@ def impute(model: MissingPixelModel, guide, x, mask, num_samples: int = 1000,
     z_guide = _z_guide(model, guide)
     if method not in ("mean", "sample"):
         raise ValueError(f"method must be 'mean' or 'sample', got {method!r}")
-    if int(num_samples) < 1 or int(num_imputations) < 1:
-        raise ValueError(f"num_samples and num_imputations must be >= 1, got {num_samples}, "
-                         f"{num_imputations}")
-    estimator = IWAE(num_particles=int(num_samples), max_plate_nesting=2)
+    num_samples = check_size("num_samples", num_samples)
+    num_imputations = check_size("num_imputations", num_imputations)
+    estimator = IWAE(num_particles=num_samples, max_plate_nesting=2)
     captured = {}
 
     def recording_guide(*args, **kwargs):
         captured["z"] = z_guide.guide(*args, **kwargs)
 
-    out, step = [], _rows_per_pass(int(num_samples), model.vae.x_dim)
+    out, step = [], _rows_per_pass(num_samples, model.vae.x_dim)
     for start in range(0, len(x), step):
         rows = slice(start, start + step)
         log_w = estimator.log_weights(model.observed_model, recording_guide, x[rows],
@@ -529,7 +528,7 @@ def impute(model: MissingPixelModel, guide, x, mask, num_samples: int = 1000,
         if method == "mean":
             out.append(torch.einsum("kb,kbd->bd", weights, probs))
         else:
-            pick = torch.multinomial(weights.T, int(num_imputations), replacement=True).T  # (M, B)
+            pick = torch.multinomial(weights.T, num_imputations, replacement=True).T  # (M, B)
             chosen = probs[pick, torch.arange(probs.shape[1], device=x.device)]  # (M, B, D)
             out.append(torch.bernoulli(chosen))
     result = torch.cat(out, -2)
@@ -569,12 +568,11 @@ def conditional_log_likelihood(model: MissingPixelModel, guide, x, mask, num_sam
     check_mask(x, torch.zeros_like(mask), model.vae.x_dim)  # the truth must be binary too
     z_guide = _z_guide(model, guide)
     full_guide = z_guide if complete_guide is None else _z_guide(model, complete_guide)
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    num_samples = check_size("num_samples", num_samples)
     log_px, se_x = _log_marginal_and_se(model.observed_model, full_guide.guide, x,
-                                        torch.zeros_like(mask), int(num_samples))
+                                        torch.zeros_like(mask), num_samples)
     log_pobs, se_obs = _log_marginal_and_se(model.observed_model, z_guide.guide, x, mask,
-                                            int(num_samples))
+                                            num_samples)
     return log_px - log_pobs, torch.sqrt(se_x**2 + se_obs**2)
 
 
@@ -586,8 +584,11 @@ def pixel_scores(probs: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, bins:
     and ``observed`` frequency of ones per non-empty bin, as scikit-learn's
     ``calibration_curve`` with ``strategy="uniform"``).
 
-    :raises ValueError: shapes that differ, or a mask hiding no pixel at all.
+    :raises ValueError: shapes that differ, probabilities outside [0, 1] or NaN, ``bins`` not
+        a positive integer, or a mask hiding no pixel at all.
     """
+    check_data(probs, "probs", ndim=None, low=0.0, high=1.0)
+    bins = check_size("bins", bins)
     if probs.shape != x.shape or mask.shape != x.shape or mask.dtype != torch.bool:
         raise ValueError(f"probs, x and a boolean mask must share one shape, got "
                          f"{tuple(probs.shape)}, {tuple(x.shape)}, {tuple(mask.shape)} {mask.dtype}")
