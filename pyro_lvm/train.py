@@ -30,7 +30,7 @@ from . import distributed
 from .data import check_data, check_size
 from .infer import make_loss
 
-__all__ = ["History", "decaying_adam", "fit", "load_checkpoint", "save_checkpoint"]
+__all__ = ["History", "decaying_adam", "fit", "load_checkpoint", "save_checkpoint", "write_atomically"]
 
 
 @dataclass
@@ -77,35 +77,45 @@ def _remove_stale_temporaries(path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def save_checkpoint(path, state: dict) -> None:
-    """Write ``state`` atomically: :data:`CHECKPOINT_MAGIC`, a line ``sha256 <digest>`` and
-    the ``torch.save`` payload go to a temporary file in the same folder, flushed to disk,
-    then renamed over ``path``, so a crash or a full disk mid-write leaves the previous
-    checkpoint intact.  Temporary files of dead processes are removed first.
+def write_atomically(path, *chunks: bytes) -> None:
+    """Write ``chunks`` to ``path`` atomically: a temporary file in the same folder, flushed
+    to disk, then renamed over ``path``, so a crash or a full disk mid-write leaves the
+    previous file intact.  Temporary files of dead processes are removed first.  The one
+    writer of checkpoints (:func:`save_checkpoint`) and model files
+    (:meth:`pyro_lvm.models.saving.Saveable.save`).
 
     :raises OSError: the file could not be written (e.g. "No space left on device"); the
-        message names the file and says the previous checkpoint is untouched.
+        message names the file and says the previous one is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
-    header = CHECKPOINT_MAGIC + b"sha256 " + hashlib.sha256(payload).hexdigest().encode() + b"\n"
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(payload)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        raise OSError(e.errno, f"could not write the checkpoint {path}: {e.strerror or e}; the "
-                               "previous checkpoint there (if any) is untouched") from e
+        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}; the previous file "
+                               "there (if any) is untouched") from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """Write ``state`` with :func:`write_atomically`: :data:`CHECKPOINT_MAGIC`, a line
+    ``sha256 <digest>`` and the ``torch.save`` payload.
+
+    :raises OSError: as :func:`write_atomically`.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    header = CHECKPOINT_MAGIC + b"sha256 " + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    write_atomically(path, header, payload)
 
 
 def load_checkpoint(path, device="cpu") -> dict:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import os
+import io
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..train import write_atomically
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Saveable"]
 
@@ -113,6 +115,7 @@ class Saveable(nn.Module):
 
         :raises ValueError: a constructor argument that cannot be stored (not a tensor, number,
             string, class, model module or container of those).
+        :raises OSError: the file could not be written (:func:`~pyro_lvm.train.write_atomically`).
         """
         from .. import __version__
 
@@ -120,15 +123,10 @@ class Saveable(nn.Module):
         payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                    "library_version": __version__, "model": self.spec(), "state_dict": state}
         # A plain torch.save file (checkpoints carry a header; this must stay loadable by
-        # torch.load alone), written to a temporary file and renamed: a crash leaves the old one.
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        # torch.load alone), written as checkpoints are: a crash leaves the old one.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_atomically(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path, device="cpu"):
