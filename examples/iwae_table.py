@@ -70,7 +70,8 @@ import pyro
 import pyro.optim
 from pyro_lvm import evaluate
 from pyro_lvm.cli import int_at_least, nonnegative_int, positive_float, positive_int
-from pyro_lvm.data import binarize, check_data, fixed_binarization, load_mnist, resolve_device
+from pyro_lvm.checks import check_data
+from pyro_lvm.data import binarize, fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.infer import make_loss
 from pyro_lvm.models import DLGM
 from pyro_lvm.models.dlgm import active_units

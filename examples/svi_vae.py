@@ -23,7 +23,8 @@ import pyro
 import pyro.util
 from pyro_lvm import distributed, evaluate
 from pyro_lvm.cli import int_at_least, nonnegative_int, positive_float, positive_int
-from pyro_lvm.data import binarize, check_data, fixed_binarization, load_mnist, resolve_device
+from pyro_lvm.checks import check_data
+from pyro_lvm.data import binarize, fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.diagnostics import psis_from_log_weights
 from pyro_lvm.infer import LOSSES, log_mean_exp, make_loss
 from pyro_lvm.models import VAE

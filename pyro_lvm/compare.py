@@ -21,11 +21,11 @@ import time
 import torch
 
 import pyro
-from pyro import poutine
 
 from . import evaluate
-from .data import check_data, check_size
+from .checks import check_data, check_size
 from .infer import make_loss
+from .params import traced_params
 from .plots import plt
 from .train import fit
 
@@ -34,12 +34,7 @@ __all__ = ["compare_losses", "markdown_table", "plot_comparison"]
 
 def _param_groups(model, guide, args):
     """Names of the parameters each of guide and model touches (shared ones count as guide)."""
-    with poutine.block():
-        guide_trace = poutine.trace(guide, param_only=True).get_trace(*args)
-        model_trace = poutine.trace(model, param_only=True).get_trace(*args)
-    guide_names = set(guide_trace.param_nodes)
-    return {"guide": sorted(guide_names),
-            "model": sorted(set(model_trace.param_nodes) - guide_names)}
+    return {group: sorted(params) for group, params in traced_params(model, guide, *args).items()}
 
 
 def gradient_statistics(loss, model, guide, args, num_draws: int = 50) -> dict:

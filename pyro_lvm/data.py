@@ -1,15 +1,13 @@
-"""Data: MNIST as whole-split tensors, binarization, and input checks.
+"""Data: MNIST as whole-split tensors and binarization.
 
 Every model in the library trains on one tensor per split held on the
 training device and batched by permuted index (see :func:`pyro_lvm.train.fit`);
-there is no per-sample ``DataLoader`` in the hot loop.  The input checks live
-here too, so that every public function rejects bad data with the same words.
+there is no per-sample ``DataLoader`` in the hot loop.
 """
 
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 from pathlib import Path
 
@@ -21,8 +19,6 @@ __all__ = [
     "MNIST_SHA256",
     "MNIST_SHAPE",
     "binarize",
-    "check_data",
-    "check_size",
     "download_mnist",
     "fixed_binarization",
     "load_mnist",
@@ -246,81 +242,3 @@ def fixed_binarization(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     device and every run; used for the evaluation split so numbers compare."""
     generator = torch.Generator().manual_seed(seed)
     return binarize(images.detach().cpu(), generator).to(images.device)
-
-
-def check_data(
-    x: torch.Tensor,
-    name: str = "x",
-    *,
-    ndim: int | None = 2,
-    size: int | None = None,
-    low: float | None = None,
-    high: float | None = None,
-    min_rows: int = 1,
-    dtype: torch.dtype | None = None,
-    values: bool = True,
-) -> torch.Tensor:
-    """Reject data a model cannot take, with a message saying what was expected.
-
-    The one input check of the library: every public function calls it at its door,
-    before any work, so bad data never reach torch or Pyro (whose messages name
-    neither the input nor the cause) and are caught with Pyro's validation off.
-
-    :param x: a tensor, usually ``(N, D)``.
-    :param name: how the message names it.
-    :param ndim: required number of dimensions, or None for any.
-    :param size: required size of the last dimension, or None for any.
-    :param low, high: allowed closed range of the values, or None.
-    :param min_rows: least number of rows (data points).
-    :param dtype: the floating dtype required (that of the model's parameters), or
-        None for any floating dtype.
-    :param bool values: also check the values (finite, in range); these checks read
-        the data and cost a host sync, so per-step callers may skip them.
-    :returns: ``x`` unchanged.
-    :raises ValueError: not a floating tensor (or not ``dtype``; the message says
-        what to convert to), empty, wrong rank or size, too few rows, NaN/inf, or
-        values out of range.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not torch.is_floating_point(x) or dtype is not None and x.dtype != dtype:
-        want = dtype if dtype is not None else torch.get_default_dtype()
-        kind = "" if torch.is_floating_point(x) else "a floating tensor of "
-        raise ValueError(f"{name} must be {kind}dtype {want}, got dtype {x.dtype}; "
-                         f"convert it with {name}.to({want})")
-    if ndim is not None and x.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
-    if x.dim() >= 1 and x.shape[0] < min_rows:
-        raise ValueError(f"{name} must have at least {min_rows} rows, got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} is empty, got shape {tuple(x.shape)}")
-    if size is not None and x.shape[-1] != size:
-        raise ValueError(
-            f"{name} must have {size} columns (last dimension), got shape {tuple(x.shape)}"
-        )
-    if not values:
-        return x
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or inf values")
-    if low is not None and bool((x < low).any()) or high is not None and bool((x > high).any()):
-        raise ValueError(
-            f"{name} must lie in [{low}, {high}], got values in "
-            f"[{x.min().item():.4g}, {x.max().item():.4g}]"
-        )
-    return x
-
-
-def check_size(name: str, value, minimum: int = 1) -> int:
-    """Reject a size (a count of epochs, particles, rows, ...) that is not an integer
-    ``>= minimum``: floats such as 2.5 (or even 2.0: a float size is a mistake
-    somewhere, as in scikit-learn), bools, negatives.
-
-    :returns: ``value`` as a Python int.
-    :raises ValueError: naming ``name``, what was expected and what was got.
-    """
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {want}, got {value!r}")
-    return int(value)

@@ -23,7 +23,7 @@ import torch
 from pyro.infer import Predictive
 
 from . import evaluate
-from .data import check_data, check_size
+from .checks import check_data, check_size
 from .params import isolated_param_store
 
 __all__ = ["PSISResult", "anomaly_scores", "import_arviz", "psis_diagnostic", "psis_from_log_weights",

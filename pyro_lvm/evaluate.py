@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from .data import check_data, check_size
+from .checks import check_model_inputs, check_size, check_tensors, checked_values
 from .infer import IWAE
 from .params import isolated_param_store
 
@@ -34,20 +34,6 @@ __all__ = ["cluster_accuracy", "elbo", "log_likelihood", "log_weights"]
 
 #: Elements per chunk of (particles x points x features); bounds the memory of one pass.
 MAX_ELEMENTS = 2**23
-
-
-def _rows(data) -> tuple:
-    tensors = (data,) if isinstance(data, torch.Tensor) else tuple(data)
-    if not tensors or any(not isinstance(t, torch.Tensor) or t.dim() < 1 for t in tensors):
-        raise ValueError("x must be a tensor (N, ...) or a tuple of tensors sharing N")
-    if any(t.shape[0] != tensors[0].shape[0] for t in tensors):
-        raise ValueError(f"data tensors must share N, got {[tuple(t.shape) for t in tensors]}")
-    for i, t in enumerate(tensors):  # values once per call, so Pyro's validation may be off
-        if torch.is_floating_point(t):
-            check_data(t, "x" if len(tensors) == 1 else f"x[{i}]", ndim=None)
-        elif t.numel() == 0:
-            raise ValueError(f"x[{i}] is empty, got shape {tuple(t.shape)}")
-    return tensors
 
 
 def _checked(model, guide, data, num_samples, batch_size, max_elements, name="num_samples"):
@@ -63,7 +49,9 @@ def _checked(model, guide, data, num_samples, batch_size, max_elements, name="nu
     max_elements = check_size("max_elements", max_elements)
     if batch_size is not None:
         batch_size = check_size("batch_size", batch_size)
-    return _rows(data), num_samples, batch_size, max_elements
+    tensors = check_tensors(data, "x")
+    check_model_inputs(model, tensors)
+    return tensors, num_samples, batch_size, max_elements
 
 
 def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, **kwargs):
@@ -79,7 +67,8 @@ def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, **kwar
     per_pass = max(1, min(num_samples, max_elements // (batch_size * width)))
     # A store of its own: the modules' parameters are scored, never another model's
     # that happens to share their names in the global store (or a training run's).
-    with isolated_param_store():
+    # Values were checked at the door: the model and guide bodies check shapes only.
+    with isolated_param_store(), checked_values():
         yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
 
 

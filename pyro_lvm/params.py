@@ -10,7 +10,9 @@ model's class; the library keeps ``pyro.module`` and adds what it lacks:
 * :func:`register`: ``pyro.module`` after a shape check against what the store holds
   under that name, so a stale or foreign parameter raises instead of being taken;
 * :func:`isolated_param_store`: evaluation runs on a store of its own, so it reads
-  the modules' parameters and leaves the training store as it was.
+  the modules' parameters and leaves the training store as it was;
+* :func:`traced_params`: which parameters a model and a guide register, read by running
+  them once (for resume checks, gradient statistics and per-group comparisons).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import itertools
 from collections import defaultdict
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 import pyro
+from pyro import poutine
 from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER, param_with_module_name
 
-__all__ = ["isolated_param_store", "register", "unique_name"]
+__all__ = ["isolated_param_store", "register", "traced_params", "unique_name"]
 
 _counters: dict = defaultdict(itertools.count)
 
@@ -89,3 +93,21 @@ def isolated_param_store():
                             if _MODULE_NAMESPACE_DIVIDER not in k}}
     with store.scope(bare):
         yield
+
+
+def traced_params(model, guide, *args, **kwargs) -> dict:
+    """The ``pyro.param`` sites each of ``guide`` and ``model`` registers when called on
+    ``(*args, **kwargs)``: ``{"guide": {name: tensor}, "model": {name: tensor}}`` (constrained
+    values), a parameter both touch counted as the guide's.  Runs both once without
+    gradients, outside every handler of the caller, sampling from the guide and the
+    model's prior (the model is not replayed).  As the first registration of a module in
+    the store, this also loads what the store holds under its name into the module.
+    """
+    with poutine.block(), torch.no_grad():
+        guide_trace = poutine.trace(guide, param_only=True).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(model, param_only=True).get_trace(*args, **kwargs)
+    guide_params = {name: site["value"] for name, site in guide_trace.nodes.items()
+                    if site["type"] == "param"}
+    model_params = {name: site["value"] for name, site in model_trace.nodes.items()
+                    if site["type"] == "param" and name not in guide_params}
+    return {"guide": guide_params, "model": model_params}

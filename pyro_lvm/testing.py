@@ -41,9 +41,10 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro.infer.util import is_validation_enabled
 from pyro.util import check_model_guide_match, check_site_shape
 
-from .data import check_size
+from .checks import check_size
 from .infer import IWAE, make_loss
 from .infer.importance import data_plate_name, plates_by_site
+from .params import traced_params
 
 __all__ = ["check_pair", "assert_bounds_ordered", "assert_gradients_agree", "assert_unbiased"]
 
@@ -180,11 +181,8 @@ def _values(loss, model, guide, data, kwargs, num_draws):
 
 def _param_names(model, guide, data, kwargs):
     """Names of the trainable parameters the pair touches (Pyro's baseline averages excluded)."""
-    with poutine.block():
-        names = set()
-        for fn in (guide, model):
-            names |= set(poutine.trace(fn, param_only=True).get_trace(*data, **kwargs).param_nodes)
-    return sorted(n for n in names if not n.startswith("__baseline"))
+    groups = traced_params(model, guide, *data, **kwargs)
+    return sorted(n for group in groups.values() for n in group if not n.startswith("__baseline"))
 
 
 def _gradients(loss, model, guide, data, kwargs, num_draws, names=None):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,14 +22,15 @@ from tqdm.auto import tqdm
 
 import pyro
 import pyro.optim
-from pyro import poutine
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from . import distributed
-from .data import check_data, check_size
+from .checks import check_data, check_size
+from .files import write_atomically
 from .infer import make_loss
+from .params import traced_params
 
-__all__ = ["History", "decaying_adam", "fit", "load_checkpoint", "save_checkpoint", "write_atomically"]
+__all__ = ["History", "decaying_adam", "fit", "load_checkpoint", "save_checkpoint"]
 
 
 @dataclass
@@ -56,53 +56,6 @@ CHECKPOINT_MAGIC = b"pyro-lvm checkpoint 1\n"
 
 #: What :func:`fit` saves and needs to resume.
 _CHECKPOINT_KEYS = {"epoch", "param_store", "optim", "history", "rng"}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove ``.<name>.tmp<pid>`` files that processes killed mid-write left behind."""
-    prefix = f".{path.name}.tmp"
-    for tmp in path.parent.glob(prefix + "*"):
-        pid = tmp.name[len(prefix):]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def write_atomically(path, *chunks: bytes) -> None:
-    """Write ``chunks`` to ``path`` atomically: a temporary file in the same folder, flushed
-    to disk, then renamed over ``path``, so a crash or a full disk mid-write leaves the
-    previous file intact.  Temporary files of dead processes are removed first.  The one
-    writer of checkpoints (:func:`save_checkpoint`) and model files
-    (:meth:`pyro_lvm.models.saving.Saveable.save`).
-
-    :raises OSError: the file could not be written (e.g. "No space left on device"); the
-        message names the file and says the previous one is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}; the previous file "
-                               "there (if any) is untouched") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(path, state: dict) -> None:
@@ -202,15 +155,11 @@ def _check_step_size(optim) -> None:
 
 
 def _registered_shapes(model, guide, args, kwargs) -> dict:
-    """``{name: shape}`` of every parameter guide and model register on ``args``, read by
-    running both once (no gradient, outside any handler of the caller). As the first
-    registration of a module in the store, this also loads what the store holds into it."""
-    with poutine.block(), torch.no_grad():
-        guide_trace = poutine.trace(guide, param_only=True).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(model, param_only=True).get_trace(*args, **kwargs)
-    sites = {**guide_trace.nodes, **model_trace.nodes}
-    return {name: tuple(site["value"].shape) for name, site in sites.items()
-            if site["type"] == "param"}
+    """``{name: shape}`` of every parameter guide and model register on ``args``
+    (:func:`~pyro_lvm.params.traced_params`; this also loads what the store holds into
+    the modules)."""
+    return {name: tuple(value.shape) for group in traced_params(model, guide, *args, **kwargs).values()
+            for name, value in group.items()}
 
 
 def _resume_differences(state: dict, config: dict, shapes: dict) -> list:

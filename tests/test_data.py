@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pyro_lvm.data import DATA_ENV, binarize, check_data, fixed_binarization, load_mnist
+from pyro_lvm.checks import check_data
+from pyro_lvm.data import DATA_ENV, binarize, fixed_binarization, load_mnist
 
 
 def test_load_mnist_shapes_and_ranges(mnist_train, mnist_test):

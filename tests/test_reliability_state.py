@@ -305,11 +305,11 @@ class _FullDisk:
 
 def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     # Before: torch reported "unexpected pos" (its zip writer's view of the failed write).
-    import pyro_lvm.train
+    import pyro_lvm.files
 
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, {"epoch": 1, "w": torch.zeros(1000)})
-    monkeypatch.setattr(pyro_lvm.train, "open", lambda *a, **k: _FullDisk(open(*a, **k)), raising=False)
+    monkeypatch.setattr(pyro_lvm.files, "open", lambda *a, **k: _FullDisk(open(*a, **k)), raising=False)
     with pytest.raises(OSError, match="No space left on device") as err:
         save_checkpoint(path, {"epoch": 2, "w": torch.ones(1000)})
     assert err.value.errno == errno.ENOSPC and str(path) in str(err.value)

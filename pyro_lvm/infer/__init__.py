@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
-from ..data import check_size
+from ..checks import check_size
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
 from .losses import DReG, IWAE, TraceGraph, VIMCO, score_function_guide
 

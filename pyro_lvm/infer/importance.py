@@ -49,7 +49,7 @@ from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import torch_item
 from pyro.util import get_rng_state, set_rng_state
 
-from ..data import check_size
+from ..checks import check_size
 
 __all__ = ["LogWeights", "ImportanceWeightedLoss", "log_mean_exp", "PARTICLE_PLATE"]
 

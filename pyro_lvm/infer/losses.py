@@ -16,7 +16,7 @@ from pyro.distributions import TorchDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from ..data import check_size
+from ..checks import check_size
 from ..params import register, unique_name
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
 

@@ -1,13 +1,18 @@
-"""Pieces every model/guide pair shares: the data plate, the local-parameter check, the MLP."""
+"""Pieces every model/guide pair shares: the data plate, the local-parameter check, the MLP
+and the Gaussian output head."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 import pyro
-from pyro.infer.util import is_validation_enabled
+
+#: Floor on every predicted standard deviation (:func:`gaussian_head`): keeps Gaussian
+#: log-densities finite when a network drives its scale output to -inf.
+MIN_SCALE = 1e-3
 
 #: Name of the plate over data points; importance weights are computed per
 #: element of this plate (:mod:`pyro_lvm.infer.importance`).
@@ -33,14 +38,6 @@ def data_plate(x: torch.Tensor, num_data: int | None = None, dim: int = -1) -> p
     # the plate from drawing indices of its own.
     subsample = torch.arange(batch, device=x.device) if num_data > batch else None
     return pyro.plate(DATA_PLATE, size=num_data, subsample=subsample, dim=dim)
-
-
-def check_values() -> bool:
-    """Whether a model or guide checks its data's values (NaN, range) when called: always in
-    evaluation (no grad; once per block), in training only with Pyro's validation on, as
-    :func:`pyro_lvm.train.fit` checks the whole data set once and a check per step costs a
-    device sync.  Shapes and dtypes are checked on every call (free)."""
-    return is_validation_enabled() or not torch.is_grad_enabled()
 
 
 def check_local_rows(x: torch.Tensor, num_local: int, guide: str) -> None:
@@ -69,3 +66,11 @@ def mlp(sizes, activation=nn.Softplus) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(activation())
     return nn.Sequential(*layers)
+
+
+def gaussian_head(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A network's output ``(..., 2 d)`` read as a diagonal Gaussian: ``(loc, scale)``, each
+    ``(..., d)``, with ``scale = softplus(raw) + MIN_SCALE`` (Kingma & Welling 2014, app. C.2,
+    predict log-variances; softplus keeps the gradient bounded)."""
+    loc, raw = output.chunk(2, dim=-1)
+    return loc, F.softplus(raw) + MIN_SCALE

@@ -21,24 +21,23 @@ sec. 5.1, arXiv:1509.00519v4, and the authors' code, github.com/yburda/iwae ``ex
 one stochastic layer of 50 units with two deterministic tanh layers of 200 between it and ``x``
 (784-200-200-50); two stochastic layers of 100 and 50 units, two tanh layers of 200 between ``x``
 and ``z_1`` and two of 100 between ``z_1`` and ``z_2``; the model mirrors the guide.  They apply
-an exp non-linearity to the predicted variances; here ``softplus(linear) + 1e-3`` predicts the
+an exp non-linearity to the predicted variances; here ``softplus(linear) + MIN_SCALE`` (:func:`~.common.gaussian_head`) predicts the
 standard deviations, as in the VAE (the same family, with a bounded gradient).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import pyro
 import pyro.distributions as dist
 from pyro.poutine.util import site_is_subsample
 
-from ..data import check_data, check_size
+from ..checks import check_data, check_size
 from ..params import isolated_param_store, register, unique_name
-from .common import data_plate, mlp
-from .vae import _MIN_SCALE, VAE
+from .common import data_plate, gaussian_head, mlp
+from .vae import VAE
 
 __all__ = ["BURDA_ARCHITECTURES", "DLGM", "active_units"]
 
@@ -51,8 +50,7 @@ BURDA_ARCHITECTURES = {
 
 
 def _gaussian(net: nn.Module, inputs: torch.Tensor) -> dist.Distribution:
-    loc, raw = net(inputs).chunk(2, dim=-1)
-    return dist.Normal(loc, F.softplus(raw) + _MIN_SCALE).to_event(1)
+    return dist.Normal(*gaussian_head(net(inputs))).to_event(1)
 
 
 class DLGM(VAE):

@@ -35,9 +35,9 @@ import pyro
 import pyro.distributions as dist
 from pyro.infer import config_enumerate
 
-from ..data import check_data, check_size
+from ..checks import check_data, check_size, check_values
 from ..params import register, unique_name
-from .common import check_local_rows, check_values, data_plate, mlp
+from .common import check_local_rows, data_plate, mlp
 from .saving import Saveable
 
 __all__ = [

@@ -45,7 +45,6 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import pyro
@@ -53,11 +52,12 @@ import pyro.distributions as dist
 from pyro import poutine
 
 from .. import evaluate
-from ..data import MNIST_SHAPE, check_data, check_size
+from ..checks import check_data, check_size, check_values
+from ..data import MNIST_SHAPE
 from ..infer import IWAE
 from ..params import isolated_param_store, register, unique_name
 from ..train import fit
-from .common import check_local_rows, check_values, data_plate, mlp
+from .common import check_local_rows, data_plate, gaussian_head, mlp
 from .saving import Saveable
 from .vae import VAE
 
@@ -393,8 +393,7 @@ class ObservedGuide(Saveable):
         """``(loc, scale)``, each ``(B, z_dim)``."""
         _check_pair(x, mask, self.vae.x_dim)
         hidden = mask.to(x.dtype)
-        loc, raw = self.encoder(torch.cat([x * (1 - hidden), hidden], -1)).chunk(2, -1)
-        return loc, F.softplus(raw) + 1e-3
+        return gaussian_head(self.encoder(torch.cat([x * (1 - hidden), hidden], -1)))
 
     def guide(self, x, mask, num_data=None):
         register(self.name, self.encoder)

@@ -32,9 +32,9 @@ from torch.distributions import constraints, transform_to
 import pyro
 import pyro.distributions as dist
 
-from ..data import check_data, check_size
+from ..checks import check_data, check_size, check_values
 from ..params import register, unique_name
-from .common import check_local_rows, check_values, data_plate
+from .common import check_local_rows, data_plate
 from .saving import Saveable
 
 __all__ = [

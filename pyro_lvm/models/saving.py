@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..train import write_atomically
+from ..files import write_atomically
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Saveable"]
 

@@ -14,21 +14,19 @@ loss and estimator of :mod:`pyro_lvm.infer` and :mod:`pyro_lvm.evaluate` applies
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import pyro
 import pyro.distributions as dist
 
-from ..data import check_data, check_size
+from ..checks import check_data, check_size, check_values
 from ..params import register, unique_name
-from .common import check_values, data_plate, mlp
+from .common import data_plate, gaussian_head, mlp
 from .saving import Saveable
 
 __all__ = ["VAE"]
 
 _LIKELIHOODS = ("bernoulli", "normal")
-_MIN_SCALE = 1e-3  # floor on predicted standard deviations, keeps log-densities finite
 
 
 class VAE(Saveable):
@@ -89,8 +87,7 @@ class VAE(Saveable):
 
     def encode(self, x: torch.Tensor):
         """Parameters of the guide: ``(loc, scale)``, each ``(..., z_dim)``."""
-        loc, raw = self.encoder(x).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + _MIN_SCALE
+        return gaussian_head(self.encoder(x))
 
     def likelihood_dist(self, z: torch.Tensor) -> dist.Distribution:
         """p(x | z) for ``z`` of shape ``(..., z_dim)``, with event shape ``(x_dim,)``."""
@@ -98,8 +95,7 @@ class VAE(Saveable):
         if self.likelihood == "bernoulli":
             # validate_args=False: grey levels in [0, 1] are allowed as soft targets.
             return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
-        loc, raw = out.chunk(2, dim=-1)
-        return dist.Normal(loc, F.softplus(raw) + _MIN_SCALE).to_event(1)
+        return dist.Normal(*gaussian_head(out)).to_event(1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Mean of p(x | z): pixel probabilities or Gaussian means, ``(..., x_dim)``."""
