@@ -174,6 +174,7 @@ def test_pairs_ais_cannot_move_are_refused_naming_the_site(estimate, pair, words
     (dict(step_size=float("nan")), "step_size must be a finite number > 0"),
     (dict(step_size=float("inf")), "step_size must be a finite number > 0"),
     (dict(target_accept=1.0), r"target_accept must lie in \(0, 1\)"),
+    (dict(target_accept=float("nan")), r"target_accept must lie in \(0, 1\)"),
     (dict(schedule="cosine"), "schedule must be one of"),
 ])
 def test_bad_settings_are_refused_at_the_door(estimate, options, words):

@@ -78,6 +78,7 @@ of decoder-based generative models", ICLR 2017.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -122,8 +123,8 @@ def check_options(num_steps, num_chains, num_leapfrog, step_size, target_accept,
         in (0, 1), or ``schedule`` not one of :data:`SCHEDULES`.
     """
     if target_accept is not None:
-        ok = check_positive("target_accept", target_accept) < 1
-        if not ok:
+        if isinstance(target_accept, bool) or not isinstance(target_accept, numbers.Real) \
+                or not 0 < target_accept < 1:  # NaN fails the comparison too
             raise ValueError(f"target_accept must lie in (0, 1) or be None, got {target_accept!r}")
         target_accept = float(target_accept)
     return AISOptions(check_size("num_steps", num_steps), check_size("num_chains", num_chains),
