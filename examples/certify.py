@@ -69,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--chains", type=positive_int, default=4)
     parser.add_argument("--leapfrog", type=positive_int, default=10)
     parser.add_argument("--step-size", type=positive_float, default=0.05)
-    parser.add_argument("--block", type=positive_int, default=25, help="images per AIS call")
+    parser.add_argument("--block", type=positive_int, default=50, help="images per AIS call")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--data-dir", default=None, help="folder with MNIST/raw")
     parser.add_argument("--out", default="results/certify")

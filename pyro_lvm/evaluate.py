@@ -224,8 +224,9 @@ def ais_log_likelihood(model, guide, *x, num_steps: int = 1000, num_chains: int 
     of ``log p(x_n, z)`` and its gradient per point; ``num_steps=1`` is
     :func:`log_likelihood` with K = ``num_chains``.  Settings: check them with
     :func:`bdmc` on simulated data (raise ``num_steps`` until the gap is below the
-    precision you need, e.g. 1 nat); 16 chains and 10 leapfrog steps are the choices
-    of Wu et al. (2017); more chains mostly lower the variance, more steps the bias.
+    precision you need, e.g. 1 nat); 16 chains and 10 leapfrog steps are the defaults
+    of Wu et al.'s (2017) code (with 10,000 steps); more chains mostly lower the
+    variance, more steps the bias.
     ``target_accept`` 0.65 is Neal's (2011) recommendation for HMC; ``None`` fixes the
     step size at ``step_size`` (exactly unbiased weights, no adaptation).
 
