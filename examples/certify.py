@@ -15,8 +15,9 @@ saved as ``--out/model.pt``) and the demo's fixed binarization of the MNIST test
   ``--ais-images`` of them, from the guide, ``--chains`` chains of ``--leapfrog``-step HMC;
 * BDMC (:func:`pyro_lvm.evaluate.bdmc`) on ``--sim-images`` images simulated from the VAE
   at each of ``--steps``: the gap between reverse (upper) and forward (lower) AIS bounds the
-  error of AIS at that setting on data from the model; when the largest setting leaves a gap
-  above 1 nat, a power law ``gap = a T^-b`` fitted to the gaps gives the steps it would take.
+  error of AIS at that setting on data from the model; a power law ``gap = a T^-b`` through
+  the settings around a gap of 1 nat (fitted to all of them, and extrapolated, when even the
+  largest leaves more) gives the steps that precision takes.
 
 Costs are decoder evaluations per image (AIS's each with a backward pass: about
 ``chains * (1 + (steps - 1) * (leapfrog + 1))``) and seconds.  Writes metrics.json (what
@@ -113,14 +114,18 @@ def importance_sampling(vae, x, args) -> list:
 
 
 def _blocks(x, args, desc):
-    return tqdm(range(0, len(x), args.block), desc=desc, unit="block", leave=False)
+    """Starts of the blocks of ``--block`` images, each seeded by its index: the same images
+    are simulated, and the same guide draws start the chains, at every setting."""
+    for i, start in enumerate(tqdm(range(0, len(x), args.block), desc=desc, unit="block",
+                                   leave=False)):
+        pyro.set_rng_seed(args.seed + i)
+        yield start
 
 
 def annealed(vae, x, args) -> list:
     """One row per num_steps: the AIS estimate per image of ``x`` and its diagnostics."""
     rows = []
     for steps in args.steps:
-        pyro.set_rng_seed(args.seed)
         t0, parts = time.perf_counter(), []
         for start in _blocks(x, args, f"AIS {steps} steps"):
             parts.append(evaluate.ais_log_likelihood(
@@ -139,7 +144,6 @@ def sandwich(vae, shape_like, args) -> list:
     """One row per num_steps: BDMC lower and upper bounds on simulated images."""
     rows = []
     for steps in args.steps:
-        pyro.set_rng_seed(args.seed)  # the same simulated images for every setting
         t0, lower, upper = time.perf_counter(), [], []
         for start in _blocks(shape_like, args, f"BDMC {steps} steps"):
             result = evaluate.bdmc(vae.model, vae.guide, shape_like[start:start + args.block],
@@ -156,21 +160,24 @@ def sandwich(vae, shape_like, args) -> list:
 
 
 def steps_for_gap(rows, target: float = TARGET_GAP) -> dict:
-    """The fewest measured steps with a gap below ``target``, or the power law
-    ``gap = a T^-b`` fitted (least squares in log-log) to the positive gaps, solved for
-    ``target``."""
-    reached = [r["steps"] for r in rows if r["gap"] < target]
-    if reached:
-        return {"steps": min(reached), "measured": True}
+    """Steps for a mean BDMC gap below ``target``: the power law ``gap = a T^-b`` through
+    the two settings around the crossing (log-log interpolation), or, when no setting
+    reaches it, fitted by least squares in log-log to all positive gaps and extrapolated;
+    ``measured`` is the fewest measured steps below ``target`` (None when none is)."""
+    rows = sorted(rows, key=lambda r: r["steps"])
+    below = [r for r in rows if r["gap"] < target]
     points = [(r["steps"], r["gap"]) for r in rows if r["gap"] > 0]
-    if len(points) < 2:
-        return {"steps": None, "measured": False}
+    if below and below[0] is not rows[0]:
+        pair = rows[rows.index(below[0]) - 1], below[0]
+        points = [(r["steps"], r["gap"]) for r in pair if r["gap"] > 0]
+    result = {"measured": below[0]["steps"] if below else None, "steps": None}
+    if below and below[0] is rows[0] or len(points) < 2:
+        return result
     slope, intercept = np.polyfit(np.log([p[0] for p in points]), np.log([p[1] for p in points]), 1)
-    if slope >= 0:
-        return {"steps": None, "measured": False, "exponent": float(-slope)}
-    steps = math.exp((math.log(target) - intercept) / slope)
-    return {"steps": int(math.ceil(steps)), "measured": False, "exponent": float(-slope),
-            "prefactor": float(math.exp(intercept))}
+    if slope < 0:
+        result.update(steps=int(math.ceil(math.exp((math.log(target) - intercept) / slope))),
+                      exponent=float(-slope), prefactor=float(math.exp(intercept)))
+    return result
 
 
 def table(is_rows, ais_rows, bdmc_rows, n_ais) -> str:
