@@ -154,7 +154,8 @@ def sandwich(vae, shape_like, args) -> list:
         lower, upper = torch.cat(lower).cpu(), torch.cat(upper).cpu()
         gap = upper - lower
         rows.append({"steps": steps, "lower": lower.mean().item(), "upper": upper.mean().item(),
-                     "gap": gap.mean().item(), "gap_stderr": (gap.std() / math.sqrt(len(gap))).item(),
+                     "gap": gap.mean().item(),
+                     "gap_stderr": (gap.std() / math.sqrt(len(gap))).item(),
                      "seconds": time.perf_counter() - t0, "evaluations": 2 * ais_cost(steps, args)})
     return rows
 
@@ -203,7 +204,8 @@ def draw(is_rows, ais_rows, bdmc_rows, n_ais, path: Path):
     left.plot([r["evaluations"] for r in ais_rows], [r["per_image"].mean() for r in ais_rows],
               "s-", label="AIS (HMC from the guide)")
     left.set(xscale="log", xlabel="decoder evaluations per image",
-             ylabel=f"log p(x), nats per image ({n_ais} test images)", title="estimates on test images")
+             ylabel=f"log p(x), nats per image ({n_ais} test images)",
+             title="estimates on test images")
     steps = [b["steps"] for b in bdmc_rows]
     right.plot(steps, [b["upper"] for b in bdmc_rows], "v-", label="reverse AIS (upper bound)")
     right.plot(steps, [b["lower"] for b in bdmc_rows], "^-", label="forward AIS (lower bound)")
@@ -235,11 +237,12 @@ def main(argv=None) -> dict:
     draw(is_rows, ais_rows, bdmc_rows, args.ais_images, out / "certify.png")
     metrics = {
         "config": vars(args), "device": str(device), "units": "nats per image",
-        "importance_sampling": [{"K": r["K"], "images": len(r["per_image"]),
-                                 "log_likelihood": r["per_image"].mean().item(),
-                                 "log_likelihood_ais_images": r["per_image"][: args.ais_images].mean().item(),
-                                 "seconds": r["seconds"], "evaluations_per_image": r["evaluations"]}
-                                for r in is_rows],
+        "importance_sampling": [
+            {"K": r["K"], "images": len(r["per_image"]),
+             "log_likelihood": r["per_image"].mean().item(),
+             "log_likelihood_ais_images": r["per_image"][: args.ais_images].mean().item(),
+             "seconds": r["seconds"], "evaluations_per_image": r["evaluations"]}
+            for r in is_rows],
         "ais": [{"steps": r["steps"], "images": len(r["per_image"]),
                  "log_likelihood": r["per_image"].mean().item(),
                  "stderr_chains": (r["stderr"].pow(2).sum().sqrt() / len(r["stderr"])).item(),

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import pyro
 import pyro.distributions as dist
@@ -27,7 +28,8 @@ def ppca_model(n, seed=0, dtype=torch.float32):
     ``log p(x_n)`` (closed form) as a function of the data."""
     g = torch.Generator().manual_seed(seed)
     W, mean = torch.randn(D, Q, generator=g, dtype=dtype), torch.zeros(D, dtype=dtype)
-    x = torch.randn(n, Q, generator=g, dtype=dtype) @ W.T + SIGMA * torch.randn(n, D, generator=g, dtype=dtype)
+    z = torch.randn(n, Q, generator=g, dtype=dtype)
+    x = z @ W.T + SIGMA * torch.randn(n, D, generator=g, dtype=dtype)
     exact = getattr(ppca, "log_likelihood", None) or ppca.marginal_log_likelihood
     model = ppca.PPCA(D, Q, W=W, mean=mean, noise_scale=SIGMA).to(dtype)
     return model, x, lambda data: exact(data, W, mean, SIGMA)
@@ -90,8 +92,9 @@ def quadrature_pair(n=20):
         grid = torch.linspace(-8, 8, 40001, dtype=torch.float64)
         logits = vae.decoder.double()(grid[:, None])
         vae.float()
-        observed = (~mask).double()  # log Bernoulli(x | l) = x l - softplus(l), summed by matmul
-        log_lik = (x.double() * observed) @ logits.T - observed @ torch.nn.functional.softplus(logits).T
+        # log Bernoulli(x | l) = x l - softplus(l), summed over the observed pixels by matmul
+        observed = (~mask).double()
+        log_lik = (x.double() * observed) @ logits.T - observed @ F.softplus(logits).T
         log_joint = log_lik + dist.Normal(0.0, 1.0).log_prob(grid)
         exact = (torch.logsumexp(log_joint, -1) + math.log(grid[1] - grid[0])).float()
     return MissingPixelModel(vae), vae, x, mask, exact
@@ -156,8 +159,10 @@ def global_pair():
 
 
 @pytest.mark.parametrize("estimate", [evaluate.ais_log_likelihood, evaluate.bdmc])
-@pytest.mark.parametrize("pair, words", [(discrete_pair, "guide site 'z' is discrete"),
-                                         (global_pair, "latent site 'mu' is outside the data plate")])
+@pytest.mark.parametrize("pair, words", [
+    (discrete_pair, "guide site 'z' is discrete"),
+    (global_pair, "latent site 'mu' is outside the data plate"),
+])
 def test_pairs_ais_cannot_move_are_refused_naming_the_site(estimate, pair, words):
     model, guide = pair()
     with pytest.raises(ValueError, match=words):

@@ -183,10 +183,14 @@ class BDMCResult(NamedTuple):
         return (self.upper - self.lower).mean()
 
 
+def _latent_sites(trace) -> list:
+    return [s for s in trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
+
+
 def _refuse(model_trace, guide_trace, data_dim):
     """The ValueError for the first latent site AIS cannot move, or for a pair without
     per-point weights."""
-    latents = [s for s in guide_trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
+    latents = _latent_sites(guide_trace)
     for site in latents:
         support = site["fn"].support
         while isinstance(support, torch.distributions.constraints.independent):
@@ -257,7 +261,7 @@ class AnnealingPath:
                                                                      **kwargs)
         model_trace, guide_trace = (prune_subsample_sites(r.trace) for r in (model_rec, guide_rec))
         _refuse(model_trace, guide_trace, weights.data_dim)
-        latents = [s for s in guide_trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
+        latents = _latent_sites(guide_trace)
         self.nesting = weights.num_plates - 1
         self.layout = _Layout(latents, weights.num_plates, weights.data_dim)
         self.draw = self.layout.flatten({s["name"]: s["value"].detach() for s in latents})
@@ -304,7 +308,8 @@ def _hmc(path, z, log_p, log_q, beta: float, step_size, num_leapfrog: int):
             prob)
 
 
-def anneal(path: AnnealingPath, options: AISOptions, start: torch.Tensor | None = None) -> AISResult:
+def anneal(path: AnnealingPath, options: AISOptions,
+           start: torch.Tensor | None = None) -> AISResult:
     """Run AIS on ``path``: forward from the guide's draws (``start=None``), or reverse,
     beta from 1 to 0, from ``start`` ``(C, B, P)`` (exact posterior samples).
 
