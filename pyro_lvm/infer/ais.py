@@ -236,6 +236,7 @@ class _Layout:
                           for name, _, event_dim, _ in self.sites], -1)
 
     def unflatten(self, flat: torch.Tensor) -> dict:
+        """``{site name: value}`` in the shapes of the guide's draw, from ``(C, B, P)``."""
         values, start = {}, 0
         for name, shape, _, moved in self.sites:
             size = math.prod(moved[2:])
@@ -246,9 +247,15 @@ class _Layout:
 
 
 class AnnealingPath:
-    """The densities along the path for one block of data: draws from the guide (or the
-    prior when ``guide`` is None), and ``(log p, log q)`` per chain and point at any
-    flat latents ``(C, B, P)``."""
+    """The two ends of the path for one block of data: ``num_chains`` draws per point from
+    the guide (the prior when ``guide`` is None), ``draw`` ``(C, B, P)`` with their
+    ``draw_log_p``, ``draw_log_q`` ``(C, B)``, and, called on any flat latents ``(C, B, P)``,
+    ``(log p(x, z), log q(z | x))`` per chain and point.
+
+    :param args, kwargs: the block's data and keyword arguments of model and guide.
+    :raises ValueError: a pair AIS cannot move (module docstring), naming the site, or
+        as :func:`~pyro_lvm.infer.importance.log_weights_from_traces`.
+    """
 
     def __init__(self, model, guide, args, kwargs, num_chains: int):
         if guide is None:  # the prior as proposal: the model without its observed sites
