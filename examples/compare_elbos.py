@@ -63,6 +63,7 @@ def compare_ppca(args, images, test_images):
     """PPCA on 1000 MNIST images, q = 10, from the ML model and a diagonal linear guide at
     zero; returns the exact log p(x) and ELBO at the start, and the rows."""
     x, x_test = images[:1000], test_images[:1000]
+    torch.manual_seed(args.seed)  # the guide's initial weights
     closed = ppca.fit_closed_form(x, 10)
     model = ppca.PPCA(784, 10, W=closed.W, mean=closed.mean, noise_scale=closed.noise_scale)
     guide = ppca.AmortisedLinearGuide(784, 10, "diagonal")
