@@ -8,7 +8,7 @@ Each row (``L<layers>-<vae|iwae>-k<k>``) trains :class:`pyro_lvm.models.DLGM` wi
 :func:`pyro_lvm.train.fit` and is evaluated by :func:`pyro_lvm.evaluate.log_likelihood` (test NLL,
 K = ``--eval-samples``, 5000 in the paper) and :func:`pyro_lvm.models.dlgm.active_units`
 (Cov_x(E_q[u]) > 1e-2).  Writes into ``--out``: ``table.md``, ``elbo.png`` (test ELBO per epoch on
-1000 test images, every row), ``results.json`` and per row a folder with ``checkpoint.pt``
+1000 test images, every row), ``results.json`` (what :func:`main` returns) and per row a folder with ``checkpoint.pt``
 (after every epoch, with the settings it was made with) and ``result.json``.  ``--max-minutes`` stops training
 between epochs in time; ``--resume`` continues every row from its checkpoint and skips finished
 rows, so a row survives any number of time-limited commands.
@@ -56,6 +56,10 @@ not measured: no GPU was lent to the session that wrote this)::
 Rows that ran out of time say so in their log and in the table; the same loop again continues them
 from their checkpoints.  With more device time, raise the scale in a fresh ``--out`` (a run
 refuses to resume with other settings): 0.0041 = 1/243 gives 18 epochs, 0.0123 = 1/81 44 epochs.
+
+On a 2-core CPU only a smoke run fits: ``--rows L1-vae-k1 --epochs-scale 0.0001 --train-size 200
+--test-size 100 --eval-samples 2 --device cpu`` (8 epochs of 10 steps) takes 30 s with seven other
+jobs sharing the machine.
 """
 
 import argparse
