@@ -11,7 +11,8 @@ The contract, followed by every module:
   was got, so nothing reaches torch or Pyro whose messages name neither.
 * **A model declares what it takes.** A model or guide class states its data once, in a
   method ``check_inputs(*data, values=...)``; the doors of ``fit``, ``evaluate`` and the
-  comparisons call it through :func:`check_model_inputs` with the values included, then
+  comparisons call it through :func:`check_model_inputs` with the values included
+  (:func:`check_model_data` does both steps, reading each tensor's values once), then
   run their work inside :func:`checked_values`.
 * **Bodies check only what is free.** ``model``/``guide`` bodies run at every step; they
   check shapes and dtypes (free) always, and values (a device sync) only when

@@ -184,7 +184,8 @@ def _labels(name, values):
         raise ValueError(f"{name} must be a sequence of non-negative integers, got "
                          f"{type(values).__name__}: {err}") from err
     if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name} must be a non-empty (N,) sequence, got shape {array.shape}")
+        raise ValueError(f"{name} must be a non-empty (N,) sequence of integers, got "
+                         f"{type(values).__name__} of shape {array.shape}")
     if array.dtype.kind not in "iu":
         raise ValueError(f"{name} must be non-negative integers, got dtype {array.dtype}")
     if array.min() < 0:

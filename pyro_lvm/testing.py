@@ -9,6 +9,9 @@
   have the same expectation (reparameterised vs score function, ``iwae`` vs
   ``dreg``, ``iwae`` K=1 vs ``elbo``).
 * :func:`assert_unbiased`: a loss's value and gradient against closed forms.
+* :func:`gradient_draws`: independent draws of a loss's value and gradient, as SVI takes
+  them (what the assertions compare; :func:`pyro_lvm.compare.compare_losses` reads its
+  gradient variance and SNR from them too).
 
 Each Monte Carlo assertion draws ``num_draws`` independent estimates from a
 seeded start (``seed``), compares means by their standard errors (sample
@@ -19,7 +22,11 @@ Every tolerance also allows ``1e-5`` relative for float32 rounding, which is
 all that is left for quantities without spread (deterministic).  Failures raise ``AssertionError`` listing the
 estimates, their standard errors, and the tolerance used.
 
-Losses are given by name (any of :func:`pyro_lvm.infer.make_loss`, built with
+Every function checks its arguments at its door (model, guide, the data as
+:func:`~pyro_lvm.checks.check_model_data` takes them, counts, ``seed``, ``false_alarm``,
+losses, closed forms) and raises ``ValueError`` naming the bad one before any draw.
+
+Losses are given as :func:`pyro_lvm.infer.resolve_loss` takes them: by name (built with
 ``num_particles``), as a loss object, or as a ``(loss, guide)`` tuple when one
 estimator needs another guide (e.g. :func:`~pyro_lvm.infer.score_function_guide`).
 Values are in nats for the whole data set, as the losses return them.  Pyro's
@@ -63,6 +70,22 @@ def _check_pair_inputs(model, guide, data) -> tuple:
     check_callable("model", model)
     check_callable("guide", guide)
     return check_model_data(model, data, "data")
+
+
+def _shape_problems(trace, who) -> list:
+    """Pyro's ``check_site_shape`` of every sample site of ``trace``, as problem lines."""
+    try:
+        trace.compute_log_prob()
+    except ValueError as error:
+        return [f"{who}: {error}"]
+    problems = []
+    for site in trace.nodes.values():
+        if site["type"] == "sample":
+            try:
+                check_site_shape(site, max_plate_nesting=math.inf)
+            except ValueError as error:
+                problems.append(f"{who}: {error}")
+    return problems
 
 
 def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
@@ -118,27 +141,13 @@ def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
                 hasattr(guide_fn, "support") and str(model_fn.support) != str(guide_fn.support):
             problems.append(f"site '{name}': the guide's support {guide_fn.support} differs from "
                             f"the model's {model_fn.support}")
-    for trace, who in ((model_trace, "model"), (guide_trace, "guide")):
-        try:
-            trace.compute_log_prob()
-        except ValueError as error:
-            problems.append(f"{who}: {error}")
-            continue
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                try:
-                    check_site_shape(site, max_plate_nesting=math.inf)
-                except ValueError as error:
-                    problems.append(f"{who}: {error}")
-    for plate, (size, batch) in subsampled.items():
-        if batch == size:
-            continue
-        for name, site in guide_trace.nodes.items():
-            if site["type"] == "param" and size in site["value"].shape:
-                problems.append(
-                    f"guide parameter '{name}' {tuple(site['value'].shape)} has a dim of the data "
-                    f"size {size} but plate '{plate}' takes {batch} rows: declare it local with "
-                    "pyro.param(..., event_dim=...) inside the plate")
+    problems += _shape_problems(model_trace, "model") + _shape_problems(guide_trace, "guide")
+    problems += [f"guide parameter '{name}' {tuple(site['value'].shape)} has a dim of the data "
+                 f"size {size} but plate '{plate}' takes {batch} rows: declare it local with "
+                 "pyro.param(..., event_dim=...) inside the plate"
+                 for plate, (size, batch) in subsampled.items() if batch != size
+                 for name, site in guide_trace.nodes.items()
+                 if site["type"] == "param" and size in site["value"].shape]
     if per_point:
         sites = [s for t in (model_trace, guide_trace) for s in t.nodes.values()
                  if s["type"] == "sample"]
@@ -185,6 +194,13 @@ def _check_exact(name, value) -> torch.Tensor:
     if value.numel() == 0 or not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} must be finite and non-empty, got {value}")
     return value
+
+
+def _broadcasts(shape, to) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, to) == to
+    except RuntimeError:
+        return False
 
 
 def _t_quantile(false_alarm, comparisons, draws, two_sided=True):
@@ -234,7 +250,8 @@ def _draws(loss, model, guide, data, kwargs, num_draws, names) -> GradientDraws:
 
 
 def _check_names(arg, names, params: dict) -> list:
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    """``names`` sorted, refused unless strings naming parameters in ``params``."""
+    if not isinstance(names, (list, tuple, dict)) or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{arg} must name parameters by strings, got {names!r}")
     unknown = sorted(set(names) - set(params))
     if unknown:
@@ -474,10 +491,3 @@ def assert_unbiased(model, guide, *data, loss, exact_value=None, exact_grad=None
             f"{false_alarm}):\n  " + "\n  ".join(
                 f"{labels[i]}: estimate {a:.6g} +- {s_:.3g}, exact {b:.6g} (tolerance {tol:.3g})"
                 for i, a, s_, b, _, tol in failures))
-
-
-def _broadcasts(shape, to) -> bool:
-    try:
-        return torch.broadcast_shapes(shape, to) == to
-    except RuntimeError:
-        return False
