@@ -31,21 +31,31 @@ from .plots import plt
 from .testing import gradient_draws
 from .train import fit
 
-__all__ = ["compare_losses", "markdown_table", "plot_comparison"]
+__all__ = ["compare_losses", "gradient_statistics", "markdown_table", "plot_comparison"]
 
 
-def _gradient_statistics(draws, groups) -> dict:
-    """Per group of parameters: ``variance`` and ``snr`` of the gradient estimator
-    (module docstring) from :func:`~pyro_lvm.testing.gradient_draws`."""
+def gradient_statistics(loss, model, guide, args: tuple, num_draws: int = 50) -> dict:
+    """Per group of parameters (``guide``, ``model``; shared ones count as the guide's):
+    ``variance`` and ``snr`` of the gradient estimator (module docstring) over
+    ``num_draws`` draws of :func:`~pyro_lvm.testing.gradient_draws`.
+
+    :param tuple args: the data tensors, as the model and guide take them.
+    :returns: ``{"groups": {group: {"variance", "snr"}}, "values": (num_draws,)}``, the
+        values being the draws' losses (negative bounds, nats for the whole data set).
+    :raises ValueError: as :func:`~pyro_lvm.testing.gradient_draws`, or ``args`` not a tuple.
+    """
+    if not isinstance(args, tuple):
+        raise ValueError(f"args must be a tuple of the data tensors, got {type(args).__name__}")
+    draws = gradient_draws(loss, model, guide, *args, num_draws=num_draws)
     stats = {}
-    for group, names in groups.items():
-        if not names:
+    for group, params in traced_params(model, guide, *args).items():
+        if not params:
             continue
-        flat = torch.cat([draws.grads[n].reshape(len(draws.values), -1) for n in names], 1)
+        flat = torch.cat([draws.grads[n].reshape(num_draws, -1) for n in sorted(params)], 1)
         var = flat.var(0)  # (P,) over the draws
         snr = flat.mean(0).abs() / var.sqrt()
         stats[group] = {"variance": var.mean().item(), "snr": snr[var > 0].mean().item()}
-    return stats
+    return {"groups": stats, "values": -draws.values}
 
 
 def _check_losses(losses, num_particles, guide) -> dict:
@@ -143,12 +153,10 @@ def _measure(loss, model, guide, args, n, counts) -> dict:
     """Bound (nats per point), gradient statistics per group and ms per step of one loss
     at the current parameters."""
     with checked_values():  # the data were checked at the door
-        groups = {g: sorted(p) for g, p in traced_params(model, guide, *args).items()}
-        draws = gradient_draws(loss, model, guide, *args, num_draws=counts["num_draws"],
-                               names=groups["guide"] + groups["model"])
-        values = draws.values / n
+        stats = gradient_statistics(loss, model, guide, args, counts["num_draws"])
+        values = -stats["values"] / n
         row = {"bound": values.mean().item(), "bound_se": (values.std() / len(values) ** 0.5).item()}
-        for group, s in _gradient_statistics(draws, groups).items():
+        for group, s in stats["groups"].items():
             row[f"{group}_variance"], row[f"{group}_snr"] = s["variance"], s["snr"]
         t0 = time.perf_counter()
         for _ in range(counts["timing_steps"]):
