@@ -64,12 +64,13 @@ ROUNDING = 1e-5
 # --------------------------------------------------------------------------- structure
 
 
-def _check_pair_inputs(model, guide, data) -> tuple:
+def _check_pair_inputs(model, guide, data: tuple) -> tuple:
     """The door every assertion shares: callables, and the data as
-    :func:`~pyro_lvm.checks.check_model_data` takes them (values once)."""
+    :func:`~pyro_lvm.checks.check_model_data` takes them (values once); a pair may take
+    no data at all, as many of Pyro's own test models do."""
     check_callable("model", model)
     check_callable("guide", guide)
-    return check_model_data(model, data, "data")
+    return check_model_data(model, data, "data") if data else ()
 
 
 def _shape_problems(trace, who) -> list:
@@ -106,7 +107,7 @@ def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
     * with ``per_point=True`` (per-point :func:`pyro_lvm.evaluate.log_likelihood`,
       ``(N,)``): sites outside one common data plate.
 
-    :param data: a tensor ``(N, ...)`` or several sharing N (e.g. ``x, mask``).
+    :param data: a tensor ``(N, ...)``, several sharing N (e.g. ``x, mask``), or none.
     :raises ValueError: ``model`` or ``guide`` not callable, bad data, ``per_point`` not a bool.
     :raises AssertionError: listing the problems.
     """

@@ -187,7 +187,6 @@ BAD_DATA = {
     "empty": ([torch.zeros(0, dtype=torch.float64)], "data must have at least 1 rows"),
     "NaN": ([torch.tensor([0.0, float("nan")])], "data contains NaN"),
     "inf": ([torch.tensor([math.inf, 0.0])], "data contains NaN or inf"),
-    "none": ([], "data must be a tensor .* non-empty tuple"),
     "None": ([None], "data must be a torch.Tensor, got NoneType"),
     "unequal N": ([X, torch.ones(3)], "share their first dimension N"),
 }
