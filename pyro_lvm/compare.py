@@ -75,9 +75,9 @@ def _checked(model, guide, data, losses, train_data, test_data, transform, **cou
     check_callable("model", model)
     check_callable("guide", guide)
     check_callable("transform", transform, optional=True)
-    counts = {name: None if value is None and name == "batch_size" else
-              check_size(name, value, {"num_draws": 2, "train_steps": 0, "seed": 0}.get(name, 1))
-              for name, value in counts.items()}  # a variance needs two draws
+    minimum = {"num_draws": 2, "train_steps": 0, "seed": 0}  # a variance needs two draws
+    counts = {name: value if name == "batch_size" and value is None  # None: all rows
+              else check_size(name, value, minimum.get(name, 1)) for name, value in counts.items()}
     tensors = check_model_data(model, data, "data")
     if train_data is not None and transform is not None:  # the model sees transform's output
         check_tensors(train_data, "train_data")
@@ -116,7 +116,8 @@ def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_dr
         non-positive ``lr``, or ``transform``/``exact_log_likelihood`` not callable.
     """
     args, losses, counts = _checked(
-        model, guide, data, losses, train_data, test_data, transform, num_particles=num_particles, num_draws=num_draws, train_steps=train_steps,
+        model, guide, data, losses, train_data, test_data, transform,
+        num_particles=num_particles, num_draws=num_draws, train_steps=train_steps,
         timing_steps=timing_steps, eval_samples=eval_samples, batch_size=batch_size, seed=seed)
     lr = check_positive("lr", lr)
     check_callable("exact_log_likelihood", exact_log_likelihood, optional=True)
@@ -171,7 +172,7 @@ def _train_and_test(loss, model, guide, data, train_data, test_data, counts, lr,
                     exact_log_likelihood) -> dict:
     """``train_steps`` epochs of :func:`~pyro_lvm.train.fit`, then the test log-likelihood."""
     train_data = data if train_data is None else train_data
-    rows_train = check_tensors(train_data, "train_data", values=False)[0].shape[0]
+    rows_train = (train_data[0] if isinstance(train_data, tuple) else train_data).shape[0]
     fit(model, guide, train_data, loss=loss, lr=lr, num_epochs=counts["train_steps"],
         batch_size=counts["batch_size"] or rows_train, transform=transform, seed=counts["seed"],
         progress=False)
