@@ -36,6 +36,7 @@ it, for speed.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import NamedTuple
@@ -64,12 +65,21 @@ ROUNDING = 1e-5
 # --------------------------------------------------------------------------- structure
 
 
-def _check_pair_inputs(model, guide, data: tuple) -> tuple:
-    """The door every assertion shares: callables, and the data as
-    :func:`~pyro_lvm.checks.check_model_data` takes them (values once); a pair may take
-    no data at all, as many of Pyro's own test models do."""
-    check_callable("model", model)
-    check_callable("guide", guide)
+def _check_pair_inputs(model, guide, data: tuple, kwargs: dict) -> tuple:
+    """The door every assertion shares: callables that take ``(*data, **kwargs)``, and the
+    data as :func:`~pyro_lvm.checks.check_model_data` takes them (values once); a pair may
+    take no data at all, as many of Pyro's own test models do."""
+    for name, fn in (("model", model), ("guide", guide)):
+        check_callable(name, fn)
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin or wrapper without one: Python will tell
+            continue
+        try:
+            signature.bind(*data, **kwargs)
+        except TypeError as err:
+            raise ValueError(f"{name} cannot be called with the {len(data)} data tensor(s) and "
+                             f"keywords {sorted(kwargs)} given: {err}") from err
     return check_model_data(model, data, "data") if data else ()
 
 
@@ -111,7 +121,7 @@ def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
     :raises ValueError: ``model`` or ``guide`` not callable, bad data, ``per_point`` not a bool.
     :raises AssertionError: listing the problems.
     """
-    data = _check_pair_inputs(model, guide, data)
+    data = _check_pair_inputs(model, guide, data, kwargs)
     if not isinstance(per_point, bool):
         raise ValueError(f"per_point must be True or False, got {per_point!r}")
     problems = []
@@ -276,7 +286,7 @@ def gradient_draws(loss, model, guide, *data, num_draws: int = 100, names=None,
         are not the pair's parameters.
     """
     loss, guide = resolve_loss(loss, num_particles, check_callable("guide", guide))
-    data = _check_pair_inputs(model, guide, data)
+    data = _check_pair_inputs(model, guide, data, kwargs)
     num_draws = check_size("num_draws", num_draws)
     with checked_values():
         params = _param_values(model, guide, data, kwargs)
@@ -347,7 +357,7 @@ def assert_bounds_ordered(model, guide, *data, losses=("elbo", "iwae"), num_part
     :raises AssertionError: a bound above a later one or above ``log p(x)``, beyond
         its tolerance (listed with the estimates and standard errors).
     """
-    data = _check_pair_inputs(model, guide, data)
+    data = _check_pair_inputs(model, guide, data, kwargs)
     num_draws = _check_monte_carlo(num_draws, seed, false_alarm)
     plan = _bound_chain(losses, num_particles, guide)
     reference_particles = check_size("reference_particles", reference_particles)
@@ -405,7 +415,7 @@ def assert_gradients_agree(model, guide, *data, losses=("elbo", "tracegraph"), n
     :raises AssertionError: listing the elements that disagree with both means, their
         standard errors and the tolerance.
     """
-    data = _check_pair_inputs(model, guide, data)
+    data = _check_pair_inputs(model, guide, data, kwargs)
     if not isinstance(losses, (list, tuple)) or len(losses) != 2:
         raise ValueError(f"losses must be a list or tuple of the two losses compared, got {losses!r}")
     num_particles = check_size("num_particles", num_particles)
@@ -451,7 +461,7 @@ def assert_unbiased(model, guide, *data, loss, exact_value=None, exact_grad=None
     :raises AssertionError: the mean of ``num_draws`` draws differs from the closed form
         by more than the Student-t tolerance (listed per element).
     """
-    data = _check_pair_inputs(model, guide, data)
+    data = _check_pair_inputs(model, guide, data, kwargs)
     if exact_value is None and exact_grad is None:
         raise ValueError("give exact_value, exact_grad or both")
     num_draws = _check_monte_carlo(num_draws, seed, false_alarm)

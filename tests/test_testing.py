@@ -180,6 +180,14 @@ def test_gradient_draws_average_to_the_exact_gradient_and_leave_no_grad_behind()
 
 # --- bad input at every door ----------------------------------------------------------------
 
+def weighted_model(x, w):
+    model(x * w)
+
+
+def weighted_guide(x, w):
+    guide(x * w)
+
+
 BAD_DATA = {
     "a list": ([X.tolist()], "data must be a torch.Tensor, got list"),
     "a list of tensors": ([list(X)], "data must be a torch.Tensor, got list"),
@@ -188,7 +196,8 @@ BAD_DATA = {
     "NaN": ([torch.tensor([0.0, float("nan")])], "data contains NaN"),
     "inf": ([torch.tensor([math.inf, 0.0])], "data contains NaN or inf"),
     "None": ([None], "data must be a torch.Tensor, got NoneType"),
-    "unequal N": ([X, torch.ones(3)], "share their first dimension N"),
+    "none for a pair that takes x": ([], "model cannot be called with the 0 data tensor.*'x'"),
+    "two for a pair that takes one": ([X, X], "model cannot be called with the 2 data tensor"),
 }
 BAD_COUNTS = {"0": 0, "-1": -1, "2.5": 2.5, "True": True, "'3'": "3", "None": None,
               "nan": float("nan")}
@@ -222,6 +231,12 @@ CASES = {
                                    "model must be callable, got NoneType"),
     "gradient_draws guide 3": (lambda: testing.gradient_draws("elbo", model, 3, X),
                                "guide must be callable, got int"),
+    "check_pair unequal N": (lambda: testing.check_pair(weighted_model, weighted_guide, X,
+                                                        torch.ones(3)),
+                             "share their first dimension N"),
+    "assert_unbiased unequal N": (lambda: testing.assert_unbiased(
+        weighted_model, weighted_guide, X, torch.ones(3), loss="elbo", exact_value=0.0),
+        "share their first dimension N"),
 }
 for _name, _call in CALLS.items():
     for _what, (_data, _words) in BAD_DATA.items():
