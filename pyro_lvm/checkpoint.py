@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-import pyro
 import pyro.util
 
 from .files import write_atomically
