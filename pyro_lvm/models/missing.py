@@ -246,6 +246,7 @@ class MeanFieldPixelGuide(_PixelGuide):
             pixels.register_buffer("logits", logits)
         super().__init__(vae, pixels, learn_encoder, unique_name("pixels_meanfield", name))
         self.mask = mask
+        self.num_local_rows = num_images  # local parameters: fit refuses DDP (Context.check_split)
 
     def logits(self, x, mask):
         logits = self.pixels.logits
