@@ -119,8 +119,9 @@ def _site_values(trace, names, k, nesting) -> dict:
     for name in names:
         site = trace.nodes.get(name)
         if site is None or site["type"] != "sample":
+            sites = [s for s, node in trace.nodes.items() if node["type"] == "sample"]
             raise ValueError(f"return_sites names {name!r}, which is not a sample site of the "
-                             f"guide (its sites: {[s for s, v in trace.nodes.items() if v['type'] == 'sample']})")
+                             f"guide (its sites: {sites})")
         value = site["value"]
         if k == 1:
             batch_dims = value.dim() - site["fn"].event_dim

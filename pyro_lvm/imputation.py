@@ -90,7 +90,7 @@ def inpaint(model: MissingPixelModel, x, mask, guide="meanfield", steps: int = 5
     lr = check_positive("lr", lr)
     if isinstance(guide, PixelGuide) and not guide.conditional:
         guide.check_inputs(x, mask, values=True)  # a trained pixel guide is applied as it is
-    elif guide in ("meanfield", "amortised"):
+    elif isinstance(guide, str) and guide in ("meanfield", "amortised"):
         guide = (MeanFieldPixelGuide(model.vae, len(x), mask=mask) if guide == "meanfield"
                  else AmortisedPixelGuide(model.vae))
         with isolated_param_store():  # the caller's param store stays as it was
@@ -122,17 +122,18 @@ def estimate_log_marginal(model: MissingPixelModel, x, mask, proposal="guide", g
     _check_model(model, x, mask)
     check_choice("proposal", proposal, ("guide", "prior", "uniform"))
     num_samples = check_size("num_samples", num_samples)
+    if proposal == "guide" and not isinstance(guide, PixelGuide):
+        raise ValueError(f"guide must be a trained pixel guide for proposal='guide', got "
+                         f"{type(guide).__name__}")
     if proposal == "guide":
-        if not isinstance(guide, PixelGuide):
-            raise ValueError(f"guide must be a trained pixel guide for proposal='guide', got "
-                             f"{type(guide).__name__}")
         guide.check_inputs(x, mask, values=True)
-        guide_fn = guide.guide
-    elif proposal == "prior":
-        guide_fn = model.prior_guide
-    else:
-        guide_fn = MeanFieldPixelGuide(model.vae, len(x), trainable=False).guide
-    return evaluate.log_likelihood(model.model, guide_fn, x, mask, num_samples=num_samples)
+    elif proposal == "uniform":
+        guide = MeanFieldPixelGuide(model.vae, len(x), trainable=False)
+    guide_fn = model.prior_guide if proposal == "prior" else guide.guide
+    # Local parameters (phi per image) need every row in each pass.
+    rows = len(x) if isinstance(guide, MeanFieldPixelGuide) else None
+    return evaluate.log_likelihood(model.model, guide_fn, x, mask, num_samples=num_samples,
+                                   batch_size=rows)
 
 
 @torch.no_grad()
@@ -164,8 +165,8 @@ def impute(model: MissingPixelModel, guide, x, mask, num_samples: int = 1000,
     :raises ValueError: bad images or mask (:func:`~pyro_lvm.models.masks.check_mask`), a
         guide of another type or built for another VAE, ``num_samples`` or
         ``num_imputations`` not a positive integer, an unknown method, ``max_elements`` as
-        :func:`pyro_lvm.evaluate.log_likelihood`, or an image whose importance weights are
-        all zero or not finite.
+        :func:`pyro_lvm.evaluate.log_likelihood`, or an image whose importance weights in a
+        pass are all zero or not finite.
     """
     _check_model(model, x, mask)
     z_guide = _z_guide(model, guide)
@@ -180,6 +181,7 @@ def impute(model: MissingPixelModel, guide, x, mask, num_samples: int = 1000,
     for rows, log_w, values in chunks:
         probs = torch.sigmoid(model.vae.decoder(values["z"].squeeze(-2)))  # (k, B, 784)
         chunk_total = torch.logsumexp(log_w, 0)  # (B,)
+        _check_total(chunk_total, rows, len(log_w))
         total = torch.logaddexp(log_total[rows], chunk_total)
         if method == "mean":  # the running weighted mean, rescaled to the new total
             result[rows] = (result[rows] * torch.exp(log_total[rows] - total)[:, None]
@@ -187,19 +189,20 @@ def impute(model: MissingPixelModel, guide, x, mask, num_samples: int = 1000,
         else:
             result[:, rows] = _resample(result[:, rows], probs, log_w, chunk_total - total)
         log_total[rows] = total
-    _check_total(log_total)
     return torch.where(mask, result if method == "mean" else torch.bernoulli(result), x)
 
 
-def _check_total(log_total):
-    """Name the images whose weights cannot be normalised (``log sum_k w_k`` not finite)."""
+def _check_total(log_total, rows, k):
+    """Name the images of a chunk whose weights cannot be normalised (``log sum_k w_k`` not
+    finite); one device sync per chunk of ``k`` particles."""
     bad = ~torch.isfinite(log_total)
     if bool(bad.any()):
-        images = bad.nonzero().flatten().tolist()
+        images = (bad.nonzero().flatten() + rows.start).tolist()
         cause = ("all zero: under every z drawn, the model gives their observed pixels "
                  "probability zero" if bool(torch.isneginf(log_total[bad]).all())
                  else "NaN or infinite: the model's or the guide's densities are not finite there")
-        raise ValueError(f"the importance weights of image(s) {images} are {cause}")
+        raise ValueError(f"the importance weights of image(s) {images} in a pass of {k} "
+                         f"particles are {cause}")
 
 
 def _resample(chosen, probs, log_w, log_share):

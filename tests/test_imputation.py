@@ -327,5 +327,7 @@ def test_an_image_whose_weights_are_all_zero_is_named():
         vae.decoder[-1].bias[HIDDEN:] = 1e308
     x[:, HIDDEN:] = 1.0
     x[1, HIDDEN:] = 0.0  # so p(x_obs | z) underflows to 0 for image 1: log w = -inf
-    with pytest.raises(ValueError, match=r"weights of image\(s\) \[1\] are all zero: under every z"):
-        impute(MissingPixelModel(vae), observed_guide(vae), x, mask, num_samples=4)
+    for method in ("mean", "sample"):
+        with pytest.raises(ValueError, match=r"weights of image\(s\) \[1\] in a pass of 4 particles "
+                                             r"are all zero: under every z"):
+            impute(MissingPixelModel(vae), observed_guide(vae), x, mask, num_samples=4, method=method)

@@ -158,7 +158,7 @@ BAD_INPUT = {
                                           "z_guide must be an ObservedGuide or None"),
     "MeanFieldPixelGuide z_guide of another VAE": (
         lambda: MeanFieldPixelGuide(_vae(), 2, z_guide=ObservedGuide(VAE(hidden_dims=(4,), z_dim=3), (4,))),
-        "z_guide was built for a VAE with x_dim, z_dim = 784, 3"),
+        "z_guide was built for a VAE with x_dim, z_dim = 784, 3; this guide.s has 784, 2"),
     "AmortisedPixelGuide Gaussian VAE": (lambda: AmortisedPixelGuide(_vae(likelihood="normal")), "Bernoulli pixels"),
     "AmortisedPixelGuide hidden_dims=400": (lambda: AmortisedPixelGuide(_vae(), hidden_dims=400),
                                             "hidden_dims must be a tuple of layer widths"),

@@ -72,8 +72,8 @@ def check_mask(x: torch.Tensor, mask: torch.Tensor, x_dim: int | None = None, *,
     :param bool truth: ``x`` holds the true value of every pixel, hidden ones included
         (scores, conditional log-likelihoods): all of them must be binary.
     :raises ValueError: ``x`` not a floating ``(N, x_dim)`` tensor (of ``dtype``), NaN/inf,
-        a ``mask`` that is not a boolean tensor of ``x``'s shape and device, an image with every pixel
-        hidden, or observed pixels (every pixel with ``truth``) that are not 0 or 1.
+        a ``mask`` that is not a boolean tensor of ``x``'s shape and device, an image with
+        every pixel hidden, or observed pixels (every pixel with ``truth``) not 0 or 1.
     """
     check_data(x, "x", size=x_dim, dtype=dtype, values=values)
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:

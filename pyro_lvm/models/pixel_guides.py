@@ -68,7 +68,8 @@ def _probabilities(init, shapes, dtype) -> torch.Tensor:
     try:
         probs = torch.as_tensor(init, dtype=dtype)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"init must be probabilities (a tensor), got {type(init).__name__}") from err
+        raise ValueError(f"init must be probabilities (a tensor), got "
+                         f"{type(init).__name__}") from err
     check_data(probs, "init", ndim=None, low=0.0, high=1.0)
     if tuple(probs.shape) not in shapes:
         raise ValueError(f"init must have shape {' or '.join(map(str, shapes))}, got "
@@ -164,13 +165,17 @@ class PixelGuide(Saveable):
         super().__init__()
         self.vae = check_bernoulli_vae(vae, type(self).__name__)
         if z_guide is not None and not isinstance(z_guide, ObservedGuide):
-            raise ValueError(f"z_guide must be an ObservedGuide or None, got {type(z_guide).__name__}")
-        if z_guide is not None and (z_guide.vae.x_dim, z_guide.vae.z_dim) != (vae.x_dim, vae.z_dim):
-            raise ValueError(f"z_guide was built for a VAE with x_dim, z_dim = {z_guide.vae.x_dim}, "
-                             f"{z_guide.vae.z_dim}, this guide's has {vae.x_dim}, {vae.z_dim}")
+            raise ValueError(f"z_guide must be an ObservedGuide or None, got "
+                             f"{type(z_guide).__name__}")
+        sizes = (vae.x_dim, vae.z_dim)
+        if z_guide is not None and (z_guide.vae.x_dim, z_guide.vae.z_dim) != sizes:
+            raise ValueError(f"z_guide was built for a VAE with x_dim, z_dim = "
+                             f"{z_guide.vae.x_dim}, {z_guide.vae.z_dim}; this guide's has "
+                             f"{sizes[0]}, {sizes[1]}")
         if pixels is not None:
             pixels.to(vae.encoder[0].weight)  # the VAE's device and dtype
-        self.pixels, self.z_guide, self.learn_encoder, self.name = pixels, z_guide, learn_encoder, name
+        self.pixels, self.z_guide = pixels, z_guide
+        self.learn_encoder, self.name = learn_encoder, name
 
     def check_inputs(self, x, mask, values: bool | None = None) -> None:
         """:func:`~pyro_lvm.models.masks.check_mask` with the VAE's width and dtype."""
@@ -243,7 +248,8 @@ class MeanFieldPixelGuide(PixelGuide):
     def __init__(self, vae: VAE, num_images: int, init=None, trainable: bool = True,
                  learn_encoder: bool = False, name: str | None = None, mask=None,
                  z_guide: ObservedGuide | None = None):
-        shape = (check_size("num_images", num_images), check_bernoulli_vae(vae, "MeanFieldPixelGuide").x_dim)
+        vae = check_bernoulli_vae(vae, "MeanFieldPixelGuide")
+        shape = (check_size("num_images", num_images), vae.x_dim)
         probs = torch.full(shape, 0.5) if init is None else \
             _probabilities(init, (shape, shape[1:]), torch.float32).expand(shape)
         if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
