@@ -16,7 +16,6 @@ import pyro
 from pyro_lvm import diagnostics, evaluate
 from pyro_lvm.data import binarize
 from pyro_lvm.models import VAE, ppca
-from pyro_lvm.models.missing import MeanFieldPixelGuide, MissingPixelModel, estimate_log_marginal, inpaint
 from pyro_lvm.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,23 +95,6 @@ def test_default_names_are_one_per_instance_and_explicit_names_are_kept():
         unique_name("vae", "a$$$b")
 
 
-def test_a_fresh_pixel_guide_after_inpaint_keeps_its_own_probabilities():
-    # Before: inpaint's guide stayed in the store as "pixels_meanfield", and a new mean-field
-    # guide evaluated afterwards took its fitted phi instead of its own 0.5.
-    torch.manual_seed(0)
-    vae = VAE(x_dim=784, z_dim=2, hidden_dims=(8,), name="joint")
-    model = MissingPixelModel(vae)
-    x = binarize(_x(4))
-    mask = torch.zeros(4, 784, dtype=torch.bool)
-    mask[:, :392] = True
-    pyro.get_param_store().clear()
-    phi, _, fitted = inpaint(model, x, mask, steps=3, lr=0.5)
-    assert set(pyro.get_param_store().keys()) == set()  # inpaint trains on a store of its own
-    assert not torch.allclose(fitted.pixels.logits, torch.zeros(()))
-    fresh = MeanFieldPixelGuide(vae, 4)
-    estimate_log_marginal(model, x, mask, proposal="guide", guide=fresh, num_samples=2)
-    assert torch.equal(fresh.pixels.logits, torch.zeros(4, 784))
-    assert fresh.name != fitted.name
 
 
 def test_svi_vae_with_an_infinite_step_size_exits_with_a_clear_message(tmp_path):
