@@ -15,7 +15,9 @@ from pyro_lvm.data import fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.diagnostics import psis_diagnostic
 from pyro_lvm.infer import make_loss
 from pyro_lvm.models import VAE, gmm, ppca
-from pyro_lvm.models.missing import MissingPixelModel, estimate_log_marginal, top_half_mask
+from pyro_lvm.imputation import estimate_log_marginal
+from pyro_lvm.models.masks import top_half_mask
+from pyro_lvm.models.missing import MissingPixelModel
 from pyro_lvm.train import fit
 
 from helpers import digits_pca, fitted_ppca

@@ -72,21 +72,6 @@ def ppca_posterior(noise_scale):
     return ppca("posterior", x, W, torch.zeros(3, dtype=torch.float64), noise_scale)
 
 
-def missing_model(x, mask):
-    from pyro_lvm.models import VAE
-    from pyro_lvm.models.missing import MissingPixelModel
-
-    return MissingPixelModel(VAE(hidden_dims=(4,), z_dim=2)).model(x, mask)
-
-
-def inpaint(**kwargs):
-    from pyro_lvm.models import VAE
-    from pyro_lvm.models.missing import MissingPixelModel, inpaint, top_half_mask
-
-    x = binary(2, 784)
-    return inpaint(MissingPixelModel(VAE(hidden_dims=(4,), z_dim=2)), x, top_half_mask(2), **kwargs)
-
-
 def make_loss(*args, **kwargs):
     from pyro_lvm.infer import make_loss
 
@@ -134,22 +119,12 @@ CASES = {
     "ppca posterior negative noise": (lambda: ppca_posterior(-0.5), "noise_scale"),
     "ppca latent_dim=1.5": (lambda: ppca("fit_closed_form", torch.randn(10, 4, dtype=torch.float64),
                                          1.5), "latent_dim"),
-    # models.missing
-    "missing model float mask": (lambda: missing_model(binary(2, 784), torch.ones(2, 784)), "mask"),
-    "missing model float64 x": (lambda: missing_model(binary(2, 784, torch.float64),
-                                                      torch.ones(2, 784, dtype=torch.bool)),
-                                "x .*torch.float32"),
-    "inpaint steps=2.5": (lambda: inpaint(steps=2.5), "steps"),
     # sizes and ranges of the functions added with issues 11, 12 and 15
     "decaying_adam num_epochs=2.5": (
         lambda: __import__("pyro_lvm.train").train.decaying_adam(1e-3, 1e-4, 2.5), "num_epochs"),
     "IWAE num_particles=2.5": (lambda: __import__("pyro_lvm.infer").infer.IWAE(num_particles=2.5),
                                "num_particles"),
     "vimco num_particles=2.5": (lambda: make_loss("vimco", 2.5), "num_particles"),
-    "pixel_scores NaN probs": (lambda: __import__("pyro_lvm.models.missing").models.missing.pixel_scores(
-        torch.full((2, 6), float("nan")), binary(2), torch.ones(2, 6, dtype=torch.bool)), "probs"),
-    "pixel_scores bins=0": (lambda: __import__("pyro_lvm.models.missing").models.missing.pixel_scores(
-        torch.full((2, 6), 0.5), binary(2), torch.ones(2, 6, dtype=torch.bool), bins=0), "bins"),
     "active_units num_samples=2.5": (lambda: __import__("pyro_lvm.models.dlgm").models.dlgm.active_units(
         small_vae().guide, binary(), num_samples=2.5), "num_samples"),
     "active_units one row": (lambda: __import__("pyro_lvm.models.dlgm").models.dlgm.active_units(

@@ -4,7 +4,7 @@ import torch
 import pyro
 from pyro_lvm import __version__, evaluate
 from pyro_lvm.data import fixed_binarization
-from pyro_lvm.models import VAE, gmm, missing, ppca
+from pyro_lvm.models import VAE, gmm, missing, pixel_guides, ppca
 from pyro_lvm.models.saving import FORMAT_VERSION, Saveable
 from pyro_lvm.train import fit
 
@@ -46,8 +46,8 @@ def test_every_kind_of_argument_round_trips(tmp_path):
         gmm.GMM(torch.full((2,), 0.5), torch.randn(2, 3), torch.eye(3).expand(2, 3, 3)),
         missing.MissingPixelModel(VAE(z_dim=2, hidden_dims=(8,))),  # a model as argument
         ppca.AmortisedLinearGuide(64, 3, "diagonal"),
-        missing.ConditionalPixelGuide(missing.ObservedGuide(VAE(z_dim=2, hidden_dims=(8,)),
-                                                            hidden_dims=(8,))),  # nested twice
+        pixel_guides.ConditionalPixelGuide(pixel_guides.ObservedGuide(VAE(z_dim=2, hidden_dims=(8,)),
+                                                                      hidden_dims=(8,))),  # nested twice
     ]
     for module in cases:
         module.save(tmp_path / "m.pt")

@@ -4,7 +4,6 @@ and the Gaussian output head."""
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -42,16 +41,11 @@ def data_plate(x: torch.Tensor, num_data: int | None = None, dim: int = -1) -> p
 
 def check_local_rows(x: torch.Tensor, num_local: int, guide: str) -> None:
     """A guide with local parameters (one set per data point, fitted per point) must see
-    all its ``num_local`` rows at once, in order.
+    all its ``num_local`` rows at once, in order.  Its module also sets ``num_local_rows``,
+    which :meth:`pyro_lvm.distributed.Context.check_split` reads to refuse DDP before any work.
 
-    :raises ValueError: ``x`` has another number of rows, e.g. under DDP, where each
-        process sees only its share of the rows.
+    :raises ValueError: ``x`` has another number of rows.
     """
-    if x.shape[0] != num_local and dist.is_available() and dist.is_initialized() \
-            and dist.get_world_size() > 1:
-        raise ValueError(f"the {guide} guide holds local parameters for {num_local} rows, "
-                         f"but under DDP each of the {dist.get_world_size()} processes sees only "
-                         "its share of the rows; train it in one process (no torchrun)")
     if x.shape[0] != num_local:
         raise ValueError(f"the {guide} guide holds local parameters for {num_local} rows but "
                          f"got {x.shape[0]}; pass all N rows (fit: batch_size >= N, "

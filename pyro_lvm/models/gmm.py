@@ -292,6 +292,7 @@ class MeanFieldGuide(Saveable):
         logits = torch.zeros(num_data, num_components) if init is None else init.clamp(min=1e-6).log()
         self.logits = nn.Parameter(logits)
         self.name = unique_name("gmm_meanfield", name)
+        self.num_local_rows = num_data  # local parameters: fit refuses DDP (Context.check_split)
 
     @property
     def responsibilities(self) -> torch.Tensor:

@@ -289,6 +289,7 @@ class MeanFieldGuide(Saveable):
         self.loc = nn.Parameter(torch.zeros(num_data, latent_dim))
         self.raw_scale = nn.Parameter(torch.zeros(num_data, latent_dim))
         self.name = unique_name("ppca_meanfield", name)
+        self.num_local_rows = num_data  # local parameters: fit refuses DDP (Context.check_split)
 
     def distribution(self, x=None) -> dist.Distribution:
         return dist.Normal(self.loc, F.softplus(self.raw_scale)).to_event(1)
