@@ -45,6 +45,7 @@ __all__ = [
     "check_model_inputs",
     "check_positive",
     "check_size",
+    "check_sizes",
     "check_tensors",
     "check_values",
     "checked_values",
@@ -127,6 +128,21 @@ def check_size(name: str, value, minimum: int = 1) -> int:
         want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {want}, got {value!r}")
     return int(value)
+
+
+def check_sizes(name: str, value, *, min_length: int = 0) -> tuple[int, ...]:
+    """Reject layer widths (``hidden_dims``, ``z_dims``) that are not a sequence (tuple or
+    list) of at least ``min_length`` positive integers: a bare integer (``400`` for
+    ``(400,)``), a string, a float width.
+
+    :returns: the widths as a tuple of Python ints.
+    :raises ValueError: naming ``name`` (or the element ``name[i]``) and what was got.
+    """
+    if not isinstance(value, (tuple, list)) or len(value) < min_length:
+        least = f" (at least {min_length})" if min_length else ""
+        raise ValueError(f"{name} must be a sequence{least} of positive integers, such as "
+                         f"(400,), got {value!r}")
+    return tuple(check_size(f"{name}[{i}]", v) for i, v in enumerate(value))
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> float:

@@ -20,12 +20,12 @@ def test_closed_form_matches_and_beats_sklearn_pca_score():
         assert fit.W.dtype == torch.float64 and fit.W.shape == (64, q)
 
 
-def test_marginal_log_likelihood_equals_dense_reference():
+def test_log_likelihood_equals_dense_reference():
     torch.manual_seed(0)
     x, W, mean = torch.randn(50, 12, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64), torch.randn(12, dtype=torch.float64)
     cov = 0.7**2 * W @ W.T + 0.3**2 * torch.eye(12, dtype=torch.float64)
     dense = MultivariateNormal(mean, covariance_matrix=cov).log_prob(x)
-    fast = ppca.marginal_log_likelihood(x, W, mean, 0.3, latent_scale=0.7)
+    fast = ppca.log_likelihood(x, W, mean, 0.3, latent_scale=0.7)
     assert fast.dtype == torch.float64 and fast.shape == (50,)
     assert torch.allclose(fast, dense, atol=1e-5, rtol=0)
 
@@ -54,7 +54,7 @@ def test_exact_posterior_guide_gives_elbo_equal_to_log_likelihood():
     x = digits()[:200]
     model = fitted_ppca(x, 4)
     guide = ppca.exact_posterior_guide(model)
-    exact = model.marginal_log_likelihood(x).detach()
+    exact = model.log_likelihood(x).detach()
     # log p(x, z) - log q(z | x) = log p(x) for every z when q is the exact posterior.
     elbo = evaluate.elbo(model.model, guide.guide, x, num_particles=3)
     assert torch.allclose(elbo, exact, atol=1e-6, rtol=0)
@@ -70,7 +70,7 @@ def test_meanfield_elbo_is_below_by_exactly_the_closed_form_kl():
         guide.loc.copy_(loc + 0.3)
         guide.raw_scale.fill_(0.5)
     kl = ppca.kl_to_posterior(guide.distribution(), x, model).detach()
-    exact = model.marginal_log_likelihood(x).detach()
+    exact = model.log_likelihood(x).detach()
     samples = evaluate.log_weights(model.model, guide.guide, x, num_samples=400)  # (400, N)
     gap = exact - samples.mean(0)  # per point, 400 single-sample ELBO draws
     se = samples.std(0) / 400**0.5
@@ -86,8 +86,8 @@ def test_meanfield_elbo_is_below_by_exactly_the_closed_form_kl():
         (lambda x: ppca.fit_closed_form(x, 0), "latent_dim"),
         (lambda x: ppca.fit_closed_form(x[:, :1].expand(-1, 3).contiguous(), 2), "rank"),
         (lambda x: ppca.fit_closed_form(torch.cat([x[:5], torch.full((1, 64), float("nan"), dtype=x.dtype)]), 2), "NaN"),
-        (lambda x: ppca.marginal_log_likelihood(x, torch.zeros(63, 2, dtype=x.dtype), x.mean(0), 1.0), "W must be"),
-        (lambda x: ppca.marginal_log_likelihood(x, torch.zeros(64, 2, dtype=x.dtype), x.mean(0), -1.0), "positive"),
+        (lambda x: ppca.log_likelihood(x, torch.zeros(63, 2, dtype=x.dtype), x.mean(0), 1.0), "W must be"),
+        (lambda x: ppca.log_likelihood(x, torch.zeros(64, 2, dtype=x.dtype), x.mean(0), -1.0), "positive"),
         (lambda x: ppca.fit_closed_form(x[0], 2), "2 dimensions"),
     ],
 )

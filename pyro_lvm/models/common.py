@@ -1,5 +1,5 @@
-"""Pieces every model/guide pair shares: the data plate, the local-parameter check, the MLP
-and the Gaussian output head."""
+"""Pieces every model/guide pair shares: the data plate, the local-parameter check, the MLP,
+the Gaussian output head and the message for data that overflow their dtype."""
 
 from __future__ import annotations
 
@@ -59,7 +59,15 @@ def check_local_rows(x: torch.Tensor, num_local: int, guide: str) -> None:
 
 
 def mlp(sizes, activation=nn.Softplus) -> nn.Sequential:
-    """``Linear -> activation -> ... -> Linear`` through the given layer sizes."""
+    """``Linear -> activation -> ... -> Linear`` through the given layer sizes.
+
+    :raises ValueError: ``activation`` not an ``nn.Module`` class (an instance such as
+        ``nn.Tanh()``, a function such as ``torch.tanh``): one instance is built per layer,
+        and a class is what a saved model file can name.
+    """
+    if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
+        raise ValueError(f"activation must be an nn.Module class such as nn.Softplus (the class, "
+                         f"not an instance or a function), got {activation!r}")
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
@@ -74,3 +82,14 @@ def gaussian_head(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     predict log-variances; softplus keeps the gradient bounded)."""
     loc, raw = output.chunk(2, dim=-1)
     return loc, F.softplus(raw) + MIN_SCALE
+
+
+def overflow_error(x: torch.Tensor, what: str) -> ValueError:
+    """The error for ``what`` (covariances, log-densities: sums of squared deviations of
+    ``x``) computed as inf or NaN from finite data: the squares exceeded the largest number
+    of ``x``'s dtype (3.4e38 in float32), so the real cause is the data's magnitude."""
+    advice = "rescale it" if x.dtype == torch.float64 else "convert it to torch.float64 or rescale it"
+    return ValueError(f"{what} overflowed {x.dtype}: x has values up to "
+                      f"{x.abs().max().item():.3g} in magnitude, and squared deviations above "
+                      f"{torch.finfo(x.dtype).max:.3g} are inf; {advice} (e.g. "
+                      "(x - x.mean(0)) / x.std())")

@@ -299,7 +299,7 @@ def inpaint(model: MissingPixelModel, x, mask, guide="meanfield", steps: int = 5
     """Infer the hidden pixels of ``x`` ``(N, 784)`` under ``mask``.
 
     :param guide: ``"meanfield"`` (phi per image, fitted by SVI for ``steps`` full-batch
-        steps), ``"amortized"`` (a fresh :class:`AmortisedPixelGuide` fitted on these
+        steps), ``"amortised"`` (a fresh :class:`AmortisedPixelGuide` fitted on these
         images), or an already trained :class:`AmortisedPixelGuide` (applied as it is).
     :param loss: a score-function loss name or object (``tracegraph``, ``vimco``).
     :returns: ``(phi (N, 784), samples (num_samples, N, 784), guide)``; observed pixels
@@ -315,10 +315,11 @@ def inpaint(model: MissingPixelModel, x, mask, guide="meanfield", steps: int = 5
     if not isinstance(guide, _PixelGuide):  # a trained pixel guide is applied as it is
         if guide == "meanfield":
             guide = MeanFieldPixelGuide(model.vae, len(x), mask=mask).to(x.device)
-        elif guide in ("amortized", "amortised"):
+        elif guide == "amortised":
             guide = AmortisedPixelGuide(model.vae).to(x.device)
         else:
-            raise ValueError(f"guide must be 'meanfield', 'amortized' or a pixel guide, got {guide!r}")
+            raise ValueError(f"guide must be 'meanfield', 'amortised' (British spelling) or a "
+                             f"pixel guide, got {guide!r}")
         with isolated_param_store():  # the caller's param store stays as it was
             fit(model.model, guide.guide, (x, mask), loss=loss, num_particles=num_particles, lr=lr,
                 num_epochs=steps, batch_size=len(x), seed=seed, progress=False)
