@@ -130,18 +130,18 @@ def check_size(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_sizes(name: str, value, *, min_length: int = 0) -> tuple[int, ...]:
+def check_sizes(name: str, value, *, allow_empty: bool = True) -> tuple[int, ...]:
     """Reject layer widths (``hidden_dims``, ``z_dims``) that are not a sequence (tuple or
-    list) of at least ``min_length`` positive integers: a bare integer (``400`` for
-    ``(400,)``), a string, a float width.
+    list) of positive integers: a bare integer (``400`` for ``(400,)``), a string, a float
+    width; an empty one unless ``allow_empty``.
 
     :returns: the widths as a tuple of Python ints.
     :raises ValueError: naming ``name`` (or the element ``name[i]``) and what was got.
     """
-    if not isinstance(value, (tuple, list)) or len(value) < min_length:
-        least = f" (at least {min_length})" if min_length else ""
-        raise ValueError(f"{name} must be a sequence{least} of positive integers, such as "
-                         f"(400,), got {value!r}")
+    if not isinstance(value, (tuple, list)) or not (value or allow_empty):
+        kind = "sequence" if allow_empty else "non-empty sequence"
+        raise ValueError(f"{name} must be a {kind} (tuple or list) of positive integers, "
+                         f"got {value!r}")
     return tuple(check_size(f"{name}[{i}]", v) for i, v in enumerate(value))
 
 

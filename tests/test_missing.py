@@ -351,3 +351,11 @@ def test_observed_guide_copied_from_the_vae_encodes_complete_images_as_the_vae_d
     hidden = guide.encode(x, mask)[0]  # zero-filled: the VAE's encoder on x * observed
     assert torch.allclose(hidden, vae.encode(x * ~mask)[0], atol=1e-12)
     assert guide.encoder[0].weight.data_ptr() != vae.encoder[0].weight.data_ptr()  # a copy
+
+
+def test_amortised_is_the_only_spelling_of_the_guide_option():
+    model = MissingPixelModel(VAE(x_dim=784, z_dim=2, hidden_dims=(4,)))
+    x = torch.bernoulli(torch.full((2, 784), 0.5), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"guide must be 'meanfield', 'amortised' \(British spelling\)"
+                                         r" or a pixel guide, got 'amortized'"):
+        inpaint(model, x, top_half_mask(2), "amortized", steps=1)

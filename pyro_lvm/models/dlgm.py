@@ -76,7 +76,7 @@ class DLGM(VAE):
 
     def __init__(self, x_dim: int = 784, z_dims=(50,), hidden_dims=((200, 200),),
                  likelihood: str = "bernoulli", activation=nn.Tanh, name: str | None = None):
-        z_dims = check_sizes("z_dims", z_dims, min_length=1)
+        z_dims = check_sizes("z_dims", z_dims, allow_empty=False)
         if not isinstance(hidden_dims, (tuple, list)) or len(hidden_dims) != len(z_dims):
             raise ValueError(f"need one tuple of hidden_dims per stochastic layer, such as "
                              f"((200, 200),) for one layer: z_dims {z_dims} needs {len(z_dims)}, "

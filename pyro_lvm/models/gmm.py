@@ -54,8 +54,8 @@ def _check_simplex_rows(p, name: str, shape: tuple, dtype=None) -> None:
     check_data(p, name, ndim=len(shape), dtype=dtype)
     if tuple(p.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(p.shape)}")
-    sums = p.sum(-1)
-    if bool((p < 0).any()) or bool(((sums - 1).abs() > shape[-1] * torch.finfo(p.dtype).eps ** 0.5).any()):
+    sums, tol = p.sum(-1), shape[-1] * torch.finfo(p.dtype).eps ** 0.5
+    if bool((p < 0).any()) or bool(((sums - 1).abs() > tol).any()):
         raise ValueError(f"{name} must be non-negative and sum to 1 (probabilities over the "
                          f"{shape[-1]} components), got sums in [{sums.min().item():.6g}, "
                          f"{sums.max().item():.6g}] and min {p.min().item():.4g}; normalise them "
@@ -72,11 +72,12 @@ def _check_params(weights, means, covariances):
     k, d = means.shape
     _check_simplex_rows(weights, "weights", (k,), dtype=means.dtype)
     check_data(covariances, "covariances", ndim=3, dtype=means.dtype, values=False)
-    if bool(torch.isinf(covariances).any()):  # e.g. float64 covariances above 3.4e38 cast to float32
-        raise ValueError(f"covariances contain inf: they overflowed {covariances.dtype} (largest "
-                         f"{torch.finfo(covariances.dtype).max:.3g}); use torch.float64 or rescale "
-                         "the data and parameters")
-    check_data(covariances, "covariances", ndim=3)  # NaN
+    if not bool(torch.isfinite(covariances).all()):
+        # inf: e.g. float64 covariances above 3.4e38 cast to float32
+        cause = (f"inf: they overflowed {covariances.dtype} (largest "
+                 f"{torch.finfo(covariances.dtype).max:.3g}); use torch.float64 or rescale the "
+                 "data and parameters" if bool(torch.isinf(covariances).any()) else "NaN values")
+        raise ValueError(f"covariances contain {cause}")
     if covariances.shape != (k, d, d):
         raise ValueError(f"covariances must have shape ({k}, {d}, {d}) for means ({k}, {d}), got "
                          f"{tuple(covariances.shape)}")

@@ -65,16 +65,12 @@ def _spectrum(x, latent_dim):
     # Eigenvalues of a rank-r covariance are zero only up to rounding, |err| ~ l_1 D eps
     # (the rule of numpy.linalg.matrix_rank), so the threshold scales with the largest one.
     rank = (eigvals > eigvals[0] * max(x.shape) * torch.finfo(x.dtype).eps).sum().item()
-    if rank == 0:
-        raise ValueError("x is constant (no column varies: rank 0 after centring), so PPCA's "
-                         "maximum-likelihood noise variance sigma^2 would be 0 and log p(x) "
-                         "unbounded")
     if rank <= latent_dim:
-        advice = f"use latent_dim < {rank}" if rank > 1 else "PPCA needs variance in 2 directions"
-        raise ValueError(f"x has rank <= latent_dim={latent_dim}: its values vary in only {rank} "
-                         "direction(s) (up to rounding), so the maximum-likelihood noise variance "
-                         "sigma^2 (the mean variance in the other D - q directions) would be 0 "
-                         f"and log p(x) unbounded; {advice}")
+        what = ("x is constant (no column varies: rank 0)" if rank == 0 else
+                f"x has rank <= latent_dim={latent_dim} (its values vary in only {rank} "
+                "direction(s), up to rounding)")
+        raise ValueError(f"{what}, so PPCA's maximum-likelihood noise variance sigma^2 would be 0 "
+                         "and log p(x) unbounded" + (f"; use latent_dim < {rank}" if rank > 1 else ""))
     return mean, eigvals, eigvecs
 
 
