@@ -34,8 +34,7 @@ import pyro
 import pyro.distributions as dist
 from pyro.poutine.util import site_is_subsample
 
-from ..checks import (check_callable, check_data, check_model_inputs, check_positive, check_size,
-                      check_sizes, checked_values)
+from ..checks import check_callable, check_data, check_positive, check_size, check_sizes
 from ..params import isolated_param_store, register, unique_name
 from .common import data_plate, gaussian_head, mlp
 from .vae import VAE
@@ -189,21 +188,18 @@ def active_units(guide, x: torch.Tensor, num_samples: int = 100, threshold: floa
     :returns: ``{site: (A_u, active)}`` with ``A_u`` ``(D_site,)`` variances and ``active``
         the boolean mask ``A_u > threshold``; ``int(active.sum())`` counts the active units.
     :raises ValueError: ``guide`` not callable; ``x`` empty, NaN/inf, with fewer than two rows
-        or not what the guide's module declares (its ``check_inputs``); ``num_samples`` or
+        or not what the guide takes (its body's checks); ``num_samples`` or
         ``batch_size`` not a positive integer; a negative or infinite ``threshold``.
     """
     check_callable("guide", guide)
     check_data(x, "x", ndim=None, min_rows=2)  # a variance across rows needs two
-    check_model_inputs(guide, (x,))  # the width and dtype the guide's module declares
     num_samples, batch_size = check_size("num_samples", num_samples), check_size("batch_size", batch_size)
     threshold = check_positive("threshold", threshold, allow_zero=True)
     means = {}
     for start in range(0, x.shape[0], batch_size):
         rows = x[start:start + batch_size]
-        # A store of its own: the guide's modules are read, not a namesake's in the store;
-        # the values of x were checked above.
-        with isolated_param_store(), checked_values(), \
-                pyro.plate("active_units_particles", num_samples, dim=-2):
+        # A store of its own: the guide's modules are read, not a namesake's in the store.
+        with isolated_param_store(), pyro.plate("active_units_particles", num_samples, dim=-2):
             trace = pyro.poutine.trace(guide).get_trace(rows, **kwargs)
         for name, site in trace.nodes.items():
             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
