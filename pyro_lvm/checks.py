@@ -42,6 +42,7 @@ __all__ = [
     "check_callable",
     "check_choice",
     "check_data",
+    "check_generator",
     "check_model_inputs",
     "check_positive",
     "check_size",
@@ -143,6 +144,22 @@ def check_sizes(name: str, value, *, allow_empty: bool = True) -> tuple[int, ...
         raise ValueError(f"{name} must be a {kind} (tuple or list) of positive integers, "
                          f"got {value!r}")
     return tuple(check_size(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def check_generator(generator, device: torch.device | None = None):
+    """Reject a ``generator`` that is neither None nor a ``torch.Generator`` (on the type of
+    ``device`` when given: torch draws on a device only from a generator there).
+
+    :raises ValueError: naming ``generator``, what was expected and what was got.
+    """
+    if generator is None:
+        return generator
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if device is not None and generator.device.type != torch.device(device).type:
+        raise ValueError(f"generator must be a torch.Generator on {torch.device(device).type}, "
+                         f"got one on {generator.device}")
+    return generator
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> float:

@@ -246,6 +246,10 @@ BAD_INPUTS = {
     "guide x list": (lambda: _small().guide([[0.0] * 6]), r"x must have shape \(B, 6\), got list"),
     "sample n=2.5": (lambda: _small().sample(2.5), "n must be a positive integer, got 2.5"),
     "sample n=0": (lambda: _small().sample(0), "n must be a positive integer, got 0"),
+    "sample generator=0": (lambda: _small().sample(2, generator=0), "generator must be a torch.Generator or None, got int"),
+    "model num_data=2.5": (lambda: _small().model(_binary(), num_data=2.5), "num_data must be a positive integer, got 2.5"),
+    "active_units x 0-dim": (lambda: active_units(_small().guide, torch.tensor(1.0)),
+                             "x must have a leading data dimension"),
     # active_units
     "active_units num_samples=2.5": (lambda: active_units(VAE(6, 2, (4,)).guide, _binary(), num_samples=2.5),
                                      "num_samples"),

@@ -205,6 +205,8 @@ BAD_INPUTS = {
     "sample n=2.5": (lambda: gmm.sample(n=2.5, **_params()), "n must"),
     "sample n=0": (lambda: gmm.sample(n=0, **_params()), "n must be a positive integer, got 0"),
     "sample n=True": (lambda: gmm.sample(n=True, **_params()), "n must be a positive integer, got True"),
+    "sample generator=0": (lambda: gmm.sample(n=2, generator=0, **_params()),
+                           "generator must be a torch.Generator or None, got int"),
     # fit_em / initial_params
     "gmm fit_em num_components=2.5": (lambda: gmm.fit_em(torch.randn(20, 2), 2.5), "num_components"),
     "fit_em num_components=True": (lambda: gmm.fit_em(_x(20), True),

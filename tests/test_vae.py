@@ -142,6 +142,12 @@ BAD_INPUTS = {
     "sample n=0": (lambda: _small().sample(0), "n must be a positive integer, got 0"),
     "sample n=2.5": (lambda: _small().sample(2.5), "n must be a positive integer, got 2.5"),
     "sample n=True": (lambda: _small().sample(True), "n must be a positive integer, got True"),
+    "sample generator='seed'": (lambda: _small().sample(2, generator="seed"),
+                                "generator must be a torch.Generator or None, got str"),
+    "model num_data=inf": (lambda: _small().model(torch.ones(2, 6), num_data=float("inf")),
+                           "num_data must be a positive integer, got inf"),
+    "guide num_data='10'": (lambda: _small().guide(torch.ones(2, 6), num_data="10"),
+                            "num_data must be a positive integer, got '10'"),
 }
 
 

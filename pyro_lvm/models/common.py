@@ -10,6 +10,8 @@ from torch import nn
 
 import pyro
 
+from ..checks import check_size
+
 #: Floor on every predicted standard deviation (:func:`gaussian_head`): keeps Gaussian
 #: log-densities finite when a network drives its scale output to -inf.
 MIN_SCALE = 1e-3
@@ -27,11 +29,10 @@ def data_plate(x: torch.Tensor, num_data: int | None = None, dim: int = -1) -> p
     the plate then scales every log-density inside it by ``num_data / B``, so
     the loss is an unbiased estimate of the full-data objective.
 
-    :raises ValueError: ``num_data`` smaller than the batch.
+    :raises ValueError: ``num_data`` not a positive integer, or smaller than the batch.
     """
     batch = x.shape[0]
-    if num_data is None:
-        num_data = batch
+    num_data = batch if num_data is None else check_size("num_data", num_data)
     if num_data < batch:
         raise ValueError(f"num_data ({num_data}) must be at least the batch size ({batch})")
     # The rows are the subsample already (fit draws them); naming them keeps

@@ -34,7 +34,8 @@ import pyro
 import pyro.distributions as dist
 from pyro.poutine.util import site_is_subsample
 
-from ..checks import check_callable, check_data, check_positive, check_size, check_sizes
+from ..checks import (check_callable, check_data, check_generator, check_positive, check_size,
+                      check_sizes)
 from ..params import isolated_param_store, register, unique_name
 from .common import data_plate, gaussian_head, mlp
 from .vae import VAE
@@ -158,9 +159,10 @@ class DLGM(VAE):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Means of p(x | z_1) for ``n`` ancestral draws ``z_L -> .. -> z_1``, ``(n, x_dim)``.
 
-        :raises ValueError: ``n`` not a positive integer."""
-        n = check_size("n", n)
-        device = next(self.parameters()).device
+        :raises ValueError: ``n`` not a positive integer, ``generator`` not a
+            ``torch.Generator`` on the model's device."""
+        n, device = check_size("n", n), next(self.parameters()).device
+        check_generator(generator, device)
         z = torch.randn(n, self.z_dims[-1], device=device, generator=generator)
         for net in reversed(self.down):
             d = _gaussian(net, z).base_dist
@@ -192,6 +194,8 @@ def active_units(guide, x: torch.Tensor, num_samples: int = 100, threshold: floa
         ``batch_size`` not a positive integer; a negative or infinite ``threshold``.
     """
     check_callable("guide", guide)
+    if isinstance(x, torch.Tensor) and x.dim() == 0:
+        raise ValueError("x must have a leading data dimension (N, ...), got a 0-dim tensor")
     check_data(x, "x", ndim=None, min_rows=2)  # a variance across rows needs two
     num_samples, batch_size = check_size("num_samples", num_samples), check_size("batch_size", batch_size)
     threshold = check_positive("threshold", threshold, allow_zero=True)

@@ -34,7 +34,7 @@ import pyro
 import pyro.distributions as dist
 from pyro.infer import config_enumerate
 
-from ..checks import check_data, check_positive, check_size, check_sizes, check_values
+from ..checks import check_data, check_generator, check_positive, check_size, check_sizes, check_values
 from ..params import register, unique_name
 from .common import check_local_rows, data_plate, mlp, overflow_error
 from .saving import Saveable
@@ -140,9 +140,11 @@ def responsibilities(x, weights, means, covariances) -> torch.Tensor:
 def sample(weights, means, covariances, n: int, generator=None):
     """Draw ``n`` points: returns ``(x (n, D), z (n,))``.
 
-    :raises ValueError: as :func:`log_likelihood`, or ``n`` not a positive integer."""
+    :raises ValueError: as :func:`log_likelihood`, ``n`` not a positive integer, or
+        ``generator`` not a ``torch.Generator`` on the parameters' device."""
     _check_params(weights, means, covariances)
     n = check_size("n", n)
+    check_generator(generator, means.device)
     z = torch.multinomial(weights / weights.sum(), n, replacement=True, generator=generator)
     chol = _cholesky(covariances)
     eps = torch.randn(n, means.shape[1], 1, dtype=means.dtype, device=means.device,

@@ -21,6 +21,7 @@ Guides (all sites in the data plate):
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -74,25 +75,28 @@ def _spectrum(x, latent_dim):
     return mean, eigvals, eigvecs
 
 
-def _as_tensor(value, like):
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+def _scale(name, value, like):
+    """A positive finite scalar (number or one-element tensor, kept differentiable) as a 0-dim
+    tensor of ``like``'s dtype and device."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)) \
+            or isinstance(value, torch.Tensor) and value.numel() != 1:
+        raise ValueError(f"{name} must be a positive finite scalar, got {value!r}")
+    value = torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(())
+    if not bool(torch.isfinite(value) & (value > 0)):
+        raise ValueError(f"{name} must be a positive finite scalar, got {value.item()!r}")
+    return value
 
 
 def _check_params(x, W, mean, noise_scale, latent_scale):
     """The door of the closed forms: data and parameters of agreeing shapes and dtype,
-    scales positive; returns ``(sigma, nu)`` as tensors of the data's dtype."""
+    scales positive; returns ``(sigma, nu)`` as 0-dim tensors of the data's dtype."""
     check_data(W, "W")
     check_data(x, "x", dtype=W.dtype)
     if W.shape[0] != x.shape[1]:
         raise ValueError(f"W must be (D, q) with D={x.shape[1]} (the columns of x), got "
                          f"{tuple(W.shape)}")
     check_data(mean, "mean", ndim=1, size=x.shape[1], dtype=x.dtype)
-    sigma, nu = _as_tensor(noise_scale, x), _as_tensor(latent_scale, x)
-    if sigma.numel() != 1 or nu.numel() != 1 or not bool((sigma > 0) & (nu > 0)) \
-            or not bool(torch.isfinite(sigma) & torch.isfinite(nu)):
-        raise ValueError(f"noise_scale and latent_scale must be positive finite scalars, got "
-                         f"{noise_scale}, {latent_scale}")
-    return sigma.reshape(()), nu.reshape(())
+    return _scale("noise_scale", noise_scale, x), _scale("latent_scale", latent_scale, x)
 
 
 def _log_likelihood(x, W, mean, sigma, nu):

@@ -19,7 +19,7 @@ from torch import nn
 import pyro
 import pyro.distributions as dist
 
-from ..checks import check_choice, check_data, check_size, check_sizes, check_values
+from ..checks import check_choice, check_data, check_generator, check_size, check_sizes, check_values
 from ..params import register, unique_name
 from .common import data_plate, gaussian_head, mlp
 from .saving import Saveable
@@ -131,7 +131,8 @@ class VAE(Saveable):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Means of p(x | z) for ``n`` prior draws of z, ``(n, x_dim)``.
 
-        :raises ValueError: ``n`` not a positive integer."""
-        n = check_size("n", n)
-        device = next(self.parameters()).device
+        :raises ValueError: ``n`` not a positive integer, ``generator`` not a
+            ``torch.Generator`` on the model's device."""
+        n, device = check_size("n", n), next(self.parameters()).device
+        check_generator(generator, device)
         return self.decode(torch.randn(n, self.z_dim, device=device, generator=generator))
