@@ -120,7 +120,8 @@ def test_both_guides_give_responsibilities_of_the_rows_of_x():
     x = digits_pca(3, n=50)
     init = gmm.responsibilities(x, **gmm.initial_params(x, 4, seed=0))
     meanfield = gmm.MeanFieldGuide(50, 4, init=init).double()
-    assert torch.allclose(meanfield.responsibilities(x), init.clamp(min=1e-6) / init.clamp(min=1e-6).sum(1, keepdim=True))
+    floored = init.clamp(min=1e-6)  # the guide's logits are log(max(init, 1e-6))
+    assert torch.allclose(meanfield.responsibilities(x), floored / floored.sum(1, keepdim=True))
     with pytest.raises(ValueError, match="pass all N rows"):
         meanfield.responsibilities(x[:10])
     amortised = gmm.AmortisedGuide(3, 4).double()

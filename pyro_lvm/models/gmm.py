@@ -189,6 +189,7 @@ def _m_step(x, log_resp, reg_covar):
 
     The responsibilities are divided by ``N_k`` before the sums over points, so no sum
     of N squares is formed: the covariances overflow only where a squared deviation does.
+
     :raises ValueError: the covariances overflowed the dtype (:func:`~.common.overflow_error`).
     """
     resp = log_resp.exp()
