@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .checks import check_data, check_size, check_values
+from .checks import check_data, check_generator, check_size, check_values
 
 __all__ = [
     "DATA_ENV",
@@ -286,12 +286,7 @@ def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> 
     check_data(images, "images", ndim=None, values=False)
     if images.device.type != "cpu" and check_values():
         check_data(images, "images", ndim=None, low=0.0, high=1.0)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got "
-                         f"{type(generator).__name__}")
-    if generator is not None and generator.device.type != images.device.type:
-        raise ValueError(f"generator is on {generator.device} but images are on "
-                         f"{images.device}; make it with torch.Generator(device=images.device)")
+    check_generator(generator, images.device)
     try:
         return torch.bernoulli(images, generator=generator)
     except RuntimeError:  # the CPU kernel's range check: "Expected p_in >= 0 && ..."

@@ -130,11 +130,11 @@ def test_one_process_context_changes_nothing(monkeypatch):
 
 
 def test_a_split_fit_refuses_local_parameter_guides_and_batches_smaller_than_the_world():
-    from pyro_lvm.models import gmm, missing, ppca
+    from pyro_lvm.models import gmm, pixel_guides, ppca
 
     two = Context(rank=1, world_size=2, backend="gloo")
     vae = VAE(z_dim=2, hidden_dims=(4,))
-    local = [gmm.MeanFieldGuide(10, 3), ppca.MeanFieldGuide(10, 2), missing.MeanFieldPixelGuide(vae, 10)]
+    local = [gmm.MeanFieldGuide(10, 3), ppca.MeanFieldGuide(10, 2), pixel_guides.MeanFieldPixelGuide(vae, 10)]
     for guide in local:
         with pytest.raises(ValueError, match="holds local parameters for 10 rows, but under DDP"):
             two.check_split(guide.guide, batch_size=10)

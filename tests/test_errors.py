@@ -37,51 +37,10 @@ def fit(data, **kwargs):
     return fit(vae.model, vae.guide, data, progress=False, **kwargs)
 
 
-def gmm_params(**change):
-    params = {"weights": torch.tensor([0.3, 0.7], dtype=torch.float64),
-              "means": torch.tensor([[0.0, 0.0], [3.0, 3.0]], dtype=torch.float64),
-              "covariances": torch.eye(2, dtype=torch.float64).repeat(2, 1, 1)}
-    params.update(change)
-    return params
-
-
-def gmm(name, *args, x=None, **change):
-    from pyro_lvm.models import gmm
-
-    x = torch.randn(5, 2, dtype=torch.float64) if x is None else x
-    return getattr(gmm, name)(x, *args, **gmm_params(**change))
-
-
-def rank_two_data():
-    """Rank-2 data in 6 dimensions, rotated so that rounding leaves the four zero
-    eigenvalues of its covariance at ~1e-16 instead of exactly 0."""
-    g = torch.Generator().manual_seed(0)
-    basis = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))[0][:, :2]
-    return torch.randn(50, 2, generator=g, dtype=torch.float64) @ basis.T * 1e3 + 5.0
-
-
-def ppca(name, *args, **kwargs):
-    from pyro_lvm.models import ppca
-
-    return getattr(ppca, name)(*args, **kwargs)
-
-
-def ppca_posterior(noise_scale):
-    x = torch.randn(4, 3, dtype=torch.float64)
-    W = torch.randn(3, 1, dtype=torch.float64)
-    return ppca("posterior", x, W, torch.zeros(3, dtype=torch.float64), noise_scale)
-
-
 def make_loss(*args, **kwargs):
     from pyro_lvm.infer import make_loss
 
     return make_loss(*args, **kwargs)
-
-
-def vae(**kwargs):
-    from pyro_lvm.models import VAE
-
-    return VAE(**kwargs)
 
 
 CASES = {
@@ -98,40 +57,12 @@ CASES = {
     "make_loss num_particles=2.5": (lambda: make_loss("elbo", 2.5), "num_particles"),
     "make_loss num_particles=True": (lambda: make_loss("iwae", True), "num_particles"),
     "make_loss unknown option": (lambda: make_loss("elbo", baseline="none"), "baseline"),
-    # models.gmm
-    "gmm weights sum to 2": (lambda: gmm("log_likelihood",
-                                         weights=torch.tensor([1.0, 1.0], dtype=torch.float64)),
-                             "weights .*sum to 1"),
-    "gmm non-symmetric covariance": (
-        lambda: gmm("log_likelihood", covariances=torch.tensor(
-            [[[1.0, 0.0], [0.5, 1.0]], [[1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)),
-        r"covariances of component\(s\) \[0\] are not symmetric"),
-    "gmm float32 x, float64 params": (lambda: gmm("responsibilities", x=torch.randn(5, 2)),
-                                      "x .*torch.float64"),
-    "gmm fit_em num_components=2.5": (
-        lambda: __import__("pyro_lvm.models.gmm").models.gmm.fit_em(torch.randn(20, 2), 2.5),
-        "num_components"),
-    "gmm sample n=2.5": (
-        lambda: __import__("pyro_lvm.models.gmm").models.gmm.sample(n=2.5, **gmm_params()), "n must"),
-    # models.ppca
-    "ppca rank defeated by rounding": (lambda: ppca("fit_closed_form", rank_two_data(), 2),
-                                       "rank <= latent_dim"),
-    "ppca posterior negative noise": (lambda: ppca_posterior(-0.5), "noise_scale"),
-    "ppca latent_dim=1.5": (lambda: ppca("fit_closed_form", torch.randn(10, 4, dtype=torch.float64),
-                                         1.5), "latent_dim"),
     # sizes and ranges of the functions added with issues 11, 12 and 15
     "decaying_adam num_epochs=2.5": (
         lambda: __import__("pyro_lvm.train").train.decaying_adam(1e-3, 1e-4, 2.5), "num_epochs"),
     "IWAE num_particles=2.5": (lambda: __import__("pyro_lvm.infer").infer.IWAE(num_particles=2.5),
                                "num_particles"),
     "vimco num_particles=2.5": (lambda: make_loss("vimco", 2.5), "num_particles"),
-    "active_units num_samples=2.5": (lambda: __import__("pyro_lvm.models.dlgm").models.dlgm.active_units(
-        small_vae().guide, binary(), num_samples=2.5), "num_samples"),
-    "active_units one row": (lambda: __import__("pyro_lvm.models.dlgm").models.dlgm.active_units(
-        small_vae().guide, binary(1)), "x must have at least 2 rows"),
-    # models.vae construction
-    "VAE z_dim=2.5": (lambda: vae(z_dim=2.5), "z_dim"),
-    "VAE hidden_dims=(2.5,)": (lambda: vae(hidden_dims=(2.5,)), "hidden_dims"),
 }
 
 

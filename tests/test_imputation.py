@@ -331,3 +331,10 @@ def test_an_image_whose_weights_are_all_zero_is_named():
         with pytest.raises(ValueError, match=r"weights of image\(s\) \[1\] in a pass of 4 particles "
                                              r"are all zero: under every z"):
             impute(MissingPixelModel(vae), observed_guide(vae), x, mask, num_samples=4, method=method)
+
+
+def test_amortised_is_the_only_spelling_of_the_guide_option():
+    model = MissingPixelModel(VAE(x_dim=784, z_dim=2, hidden_dims=(4,)))
+    x = torch.bernoulli(torch.full((2, 784), 0.5), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"guide must be 'meanfield', 'amortised' or a trained"):
+        inpaint(model, x, top_half_mask(2), "amortized", steps=1)

@@ -128,8 +128,8 @@ _X = torch.rand(8, 784, generator=torch.Generator().manual_seed(0))
     ({"config": ["lr"]}, "config must be a dict of the run's settings, got list"),
     # What the model declares it takes, with and without a transform: the door checks the
     # data as given, which a transform such as binarize maps to data of the same kind.
-    ({"data": _X[:, :700]}, r"x must have shape \(B, 784\), got \(8, 700\)"),
-    ({"data": _X[:, :700], "transform": binarize}, r"x must have shape \(B, 784\), got \(8, 700\)"),
+    ({"data": _X[:, :700]}, r"x must have shape \(B, 784\), got shape \(8, 700\)"),
+    ({"data": _X[:, :700], "transform": binarize}, r"x must have shape \(B, 784\), got shape \(8, 700\)"),
     ({"data": 255 * _X}, r"x must lie in \[0.0, 1.0\]"),
     ({"data": 255 * _X, "transform": binarize}, r"x must lie in \[0.0, 1.0\]"),
     ({"data": _X.double(), "transform": binarize}, "x must be dtype torch.float32, got dtype torch.float64"),
