@@ -32,6 +32,8 @@ def local_mirror(folder):
     """Serve ``folder`` over HTTP on 127.0.0.1 (a free port) while the block runs; yields its URL."""
     quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=str(folder)))
+    # torchvision opens each URL once to follow redirects and drops it: a reset, not an error.
+    server.handle_error = lambda request, address: None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -111,7 +113,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("PYRO_LVM_DATA") or "data",
                         help="folder for MNIST/raw (default $PYRO_LVM_DATA, else ./data)")
-    parser.add_argument("--mnist-gz", default=None, help="folder of *-ubyte.gz files to take MNIST from")
+    parser.add_argument("--mnist-gz", default=None,
+                        help="a folder of *-ubyte.gz files to take MNIST from")
     parser.add_argument("--tiny-copy", default=None, help="also write a small MNIST under this folder")
     args = parser.parse_args(argv)
     info = {**versions(), **driver(), "mnist": fetch_mnist(args.data_dir, args.mnist_gz)}

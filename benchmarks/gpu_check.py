@@ -3,7 +3,8 @@
     python benchmarks/gpu_check.py --device cuda --out results/gpu_check   # make gpu-check
     python benchmarks/gpu_check.py --device cpu --smoke --out /tmp/check   # every part, tiny sizes
 
-Runs the parts below in order, each as its own process group under its own wall-time budget:
+Runs its parts (``--help`` lists them with their budgets) in order, each as its own process
+group under its own wall-time budget:
 a part that fails, crashes or hangs is recorded (status, exit code, wall time, the tail of its
 log) and the rest still run; a part past its budget gets SIGTERM, 5 s later its whole group
 SIGKILL.  The figures of each part are read from what it writes (``metrics.json``,
@@ -18,19 +19,20 @@ on the CPU.  On the CPU each Python part is forked from one interpreter that has
 torch, pyro and pyro_lvm already (``--preload``: seconds of imports per part on a small CPU);
 on CUDA each part is a fresh interpreter, as a user runs it.
 
-On the device machine (the workplace's run tool: an H100/H200 image with torch but without
-pyro, arviz and no internet), from the repository root, after ``make gpu-carry`` here (which
-fills the ignored folder ``.gpu``: wheels of the six packages that image lacks, MNIST gzipped,
-about 14 MB), with ``carry: [".gpu"]``, ``timeout_s: 600``::
+On the device machine (the workplace's run tool: one H200, Python 3.12 and torch 2.11 but
+neither pyro nor arviz, and no network), from the repository root, after ``make gpu-carry``
+here (it fills the ignored folder ``.gpu``: wheels of the six packages that image lacks and
+MNIST gzipped, 14 MB), with ``carry: [".gpu"]`` and ``timeout_s: 600``::
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 --target /tmp/site .gpu/wheels/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 \
 && python3 benchmarks/gpu_check.py --device cuda --mnist-gz .gpu/mnist --data-dir /tmp/data \
 --work /tmp/gpu_check --out $OUT
 
-(one line; the install takes about 10 s there, an estimate: six small pure-Python wheels from
-local files; the whole call about 12 of the lease's 15 minutes: a minute or two to start the
-machine, at most 9 for the check).  Only ``--out``'s three files come back.
+(one line; the install takes about 5 s there, an estimate: six pure-Python wheels from local
+files, 4.6 s on the loaded 2-core CPU here; the whole call about 12 of the lease's 15 minutes,
+also an estimate: a minute or two to start the machine, at most 9 for the check).  Only
+``--out``'s three files come back.
 """
 
 from __future__ import annotations
@@ -169,7 +171,8 @@ def demo_headline(f):
 
 
 #: A row of benchmarks/common.compare's table: name, ms per step, ratio to the baseline.
-STEP_ROW = re.compile(r"^(?P<name>\S.*?)\s+(?P<ms>[\d.]+) ms/step\s+(?P<ratio>[\d.]+)x (?P<baseline>.+)$")
+STEP_ROW = re.compile(
+    r"^(?P<name>\S.*?)\s+(?P<ms>[\d.]+) ms/step\s+(?P<ratio>[\d.]+)x (?P<baseline>.+)$")
 
 
 def step_figures(folder, log):
@@ -199,8 +202,9 @@ def iwae_figures(folder, log):
 
 
 def iwae_headline(f):
-    return "; ".join(f"{row}: NLL {r['test_nll']:.2f} ± {r['test_nll_se']:.2f} (K={r['eval_samples']}), "
-                     f"{r['epochs']} epochs at {r['seconds_per_epoch']:.1f} s, eval {r['eval_seconds']:.1f} s"
+    return "; ".join(f"{row}: NLL {r['test_nll']:.2f} ± {r['test_nll_se']:.2f} "
+                     f"(K={r['eval_samples']}), {r['epochs']} epochs at "
+                     f"{r['seconds_per_epoch']:.1f} s, eval {r['eval_seconds']:.1f} s"
                      for row, r in f.items())
 
 
@@ -216,7 +220,40 @@ def environment_headline(f):
             f"pyro {f['pyro']}, Python {f['python']}")
 
 
+def read_json_line(folder, log):
+    return last_json_line(log)
+
+
+#: Each part's (figures, headline); cuda_tests' figures depend on the device (:func:`plan`).
+READING = {
+    "environment": (read_json_line, environment_headline),
+    "cuda_tests": (pytest_figures(require_run=True),
+                   lambda f: f"{f['passed']} passed, {f['failures']} failed, {f['errors']} errors, "
+                             f"{f['skipped']} skipped"),
+    "demo": (demo_figures, demo_headline),
+    "demo_torchrun": (demo_figures, demo_headline),
+    "vae_step": (step_figures, step_headline),
+    "loss_step": (step_figures, step_headline),
+    "iwae_table": (iwae_figures, iwae_headline),
+    "log_likelihood": (read_json_line, log_likelihood_headline),
+}
+
+
 # ----------------------------------------------------------------------------- the plan
+
+#: The arguments that size each part: (on the GPU, the issue's figures; with --smoke).
+SIZES = {
+    "demo": (["--epochs", "10", "--eval-samples", "5000"],
+             ["--epochs", "1", "--z-dim", "2", "--hidden", "8", "--eval-samples", "2"]),
+    "vae_step": ([], ["--batch-size", "32", "--steps", "1", "--rounds", "1"]),
+    "loss_step": ([], ["--batch-size", "32", "--steps", "1", "--rounds", "1", "--particles", "2"]),
+    # --epochs-scale 1e-4: one epoch per stage of the paper's schedule, 8 in all.
+    "iwae_table": (["--epochs-scale", "0.0001", "--train-size", "2000"],
+                   ["--epochs-scale", "0.0001", "--train-size", "40", "--batch-size", "20",
+                    "--test-size", "50", "--eval-samples", "2"]),
+    "log_likelihood": (["--num-samples", "5000"], ["--num-samples", "2"]),
+}
+
 
 def cuda_test_files() -> list[str]:
     """The test files that mention ``torch.cuda``: where the CUDA tests live."""
@@ -226,54 +263,37 @@ def cuda_test_files() -> list[str]:
 
 def plan(args) -> list[Part]:
     """The parts for ``args.device`` at full (the GPU) or ``--smoke`` sizes."""
-    work, dev, smoke = Path(args.work), args.device, args.smoke
-    data = str(work / "mnist-tiny") if smoke else args.data_dir  # what every part but the tests reads
-    folder = {name: str(work / name) for name, _, _ in PLAN}
-    demo = (["--epochs", "1", "--z-dim", "2", "--hidden", "8", "--eval-samples", "2"] if smoke
-            else ["--epochs", "10", "--eval-samples", "5000"])
-    demo += ["--device", dev, "--data-dir", data, "--no-download"]
-    common = ["--device", dev, "--data-dir", data]
-    model = Path(folder["demo"]) / "model.pt"
-    environment = ["python", "benchmarks/environment.py", "--data-dir", args.data_dir]
-    environment += ["--mnist-gz", args.mnist_gz] if args.mnist_gz else []
-    environment += ["--tiny-copy", data] if smoke else []
+    work, smoke = Path(args.work), args.smoke
+    data = str(work / "mnist-tiny") if smoke else args.data_dir  # what all but the tests read
+    out = {name: str(work / name) for name, _, _ in PLAN}
+    common = ["--device", args.device, "--data-dir", data]
+    demo = [*SIZES["demo"][smoke], *common, "--no-download"]
+    model = work / "demo" / "model.pt"
     commands = {
-        "environment": environment,
+        "environment": ["python", "benchmarks/environment.py", "--data-dir", args.data_dir,
+                        *(["--mnist-gz", args.mnist_gz] if args.mnist_gz else []),
+                        *(["--tiny-copy", data] if smoke else [])],
         "cuda_tests": ["python", "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                       f"--junitxml={folder['cuda_tests']}/junit.xml", *cuda_test_files(),
+                       f"--junitxml={out['cuda_tests']}/junit.xml", *cuda_test_files(),
                        "-k", "cuda or gpu or nccl"],
-        "demo": ["python", "examples/svi_vae.py", *demo, "--out", folder["demo"]],
+        "demo": ["python", "examples/svi_vae.py", *demo, "--out", out["demo"]],
         "demo_torchrun": ["python", "-m", "torch.distributed.run", "--standalone",
                           "--nproc_per_node=1", "examples/svi_vae.py", *demo,
-                          "--out", folder["demo_torchrun"]],
-        "vae_step": ["python", "benchmarks/vae_step.py", *common,
-                     *(["--batch-size", "32", "--steps", "1", "--rounds", "1"] if smoke else [])],
-        "loss_step": ["python", "benchmarks/loss_step.py", *common,
-                      *(["--batch-size", "32", "--steps", "1", "--rounds", "1", "--particles", "2"] if smoke else [])],
+                          "--out", out["demo_torchrun"]],
+        "vae_step": ["python", "benchmarks/vae_step.py", *common, *SIZES["vae_step"][smoke]],
+        "loss_step": ["python", "benchmarks/loss_step.py", *common, *SIZES["loss_step"][smoke]],
         "iwae_table": ["python", "examples/iwae_table.py", "--rows", *IWAE_ROWS, *common,
-                       "--out", folder["iwae_table"], "--epochs-scale", "0.0001",
-                       *(["--train-size", "40", "--batch-size", "20", "--test-size", "50",
-                          "--eval-samples", "2"] if smoke else ["--train-size", "2000"])],
+                       "--out", out["iwae_table"], *SIZES["iwae_table"][smoke]],
         # The demo's trained model when it wrote one (else an untrained VAE: the time is the point).
         "log_likelihood": lambda: ["python", "benchmarks/log_likelihood.py", *common,
-                                   "--num-samples", "2" if smoke else "5000",
+                                   *SIZES["log_likelihood"][smoke],
                                    *(["--model", str(model)] if model.exists() else [])],
     }
-    reading = {
-        "environment": (lambda folder, log: last_json_line(log), environment_headline),
-        "cuda_tests": (pytest_figures(require_run=dev == "cuda"),
-                       lambda f: f"{f['passed']} passed, {f['failures']} failed, "
-                                 f"{f['errors']} errors, {f['skipped']} skipped"),
-        "demo": (demo_figures, demo_headline),
-        "demo_torchrun": (demo_figures, demo_headline),
-        "vae_step": (step_figures, step_headline),
-        "loss_step": (step_figures, step_headline),
-        "iwae_table": (iwae_figures, iwae_headline),
-        "log_likelihood": (lambda folder, log: last_json_line(log), log_likelihood_headline),
-    }
+    reading = {**READING, "cuda_tests": (pytest_figures(require_run=args.device == "cuda"),
+                                         READING["cuda_tests"][1])}
     # The tests read $PYRO_LVM_DATA: the real MNIST, also in the smoke run.
     env = {"PYRO_LVM_DATA": args.data_dir, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     after = {"environment": (), "log_likelihood": ("environment", "demo")}  # the data; its model
     return [Part(name, SMOKE_BUDGET if smoke else budget, commands[name], *reading[name],
                  about=about, env=env, after=after.get(name, ("environment",)))
@@ -334,17 +354,17 @@ def _forked_main(argv, log_path, env, cwd) -> None:
         sys.stdout.reconfigure(line_buffering=True)
     if argv[0] != "python":
         os.execvp(argv[0], list(argv))
-    how, target, *rest = argv[1:]
+    how, *rest = argv[1:]
     try:
         if how == "-m":
-            sys.argv = [target, *rest]
+            sys.argv = rest
             sys.path.insert(0, cwd)
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
+            runpy.run_module(rest[0], run_name="__main__", alter_sys=True)
         elif how == "-c":
-            sys.argv = ["-c", *rest]
-            exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
+            sys.argv = ["-c", *rest[1:]]
+            exec(compile(rest[0], "<string>", "exec"), {"__name__": "__main__"})
         else:
-            sys.argv = [how, target, *rest]
+            sys.argv = [how, *rest]
             sys.path.insert(0, str(Path(how).resolve().parent))
             runpy.run_path(how, run_name="__main__")
     finally:
@@ -364,7 +384,8 @@ class Preloaded:
         warm.join()
 
     def __call__(self, argv, log_path, env, timeout) -> int | None:
-        proc = self.context.Process(target=_forked_main, args=(list(argv), str(log_path), env, str(ROOT)))
+        proc = self.context.Process(target=_forked_main,
+                                    args=(list(argv), str(log_path), env, str(ROOT)))
         proc.start()
         proc.join(timeout)
         timed_out = proc.exitcode is None
@@ -419,11 +440,13 @@ def summary(records: dict) -> dict:
     out = {}
     plain, ddp = records.get("demo", {}), records.get("demo_torchrun", {})
     if plain.get("status") == ddp.get("status") == "passed":
-        ratio = ddp["figures"]["seconds_per_epoch_median"] / plain["figures"]["seconds_per_epoch_median"]
+        ratio = (ddp["figures"]["seconds_per_epoch_median"]
+                 / plain["figures"]["seconds_per_epoch_median"])
         out["torchrun_over_plain_seconds_per_epoch"] = ratio
         out["torchrun_within_1.1x"] = ratio <= 1.1
     ll = records.get("log_likelihood", {})
-    if plain.get("status") == ll.get("status") == "passed" and ll["figures"]["model"] != "untrained VAE (seed 0)":
+    if (plain.get("status") == ll.get("status") == "passed"
+            and ll["figures"]["model"].endswith("model.pt")):
         out["log_px_benchmark_minus_demo"] = (ll["figures"]["library defaults"]["log_px"]
                                               - plain["figures"]["test_log_likelihood"])
     return out
@@ -441,7 +464,10 @@ def flat(figures: dict, prefix: str = "") -> list:
 
 
 def cell(value) -> str:
-    text = f"{value:.4g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, list) else str(value)
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    else:
+        text = json.dumps(value) if isinstance(value, list) else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -449,15 +475,18 @@ def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [f"# gpu_check: {env.get('device_name') or report['device']}"
              f"{' (smoke)' if report['smoke'] else ''}", "",
+             *(["Smoke run: tiny sizes, parts run side by side; the figures show the paths "
+                "run, they measure nothing.", ""] if report["smoke"] else []),
              "| machine | |", "|---|---|"]
-    for key in ("device_name", "driver", "torch", "cuda", "cudnn", "python", "pyro", "numpy", "cpu_count"):
+    for key in ("device_name", "driver", "torch", "cuda", "cudnn", "python", "pyro", "numpy",
+                "cpu_count"):
         lines.append(f"| {key} | {cell(env.get(key, 'unknown'))} |")
     lines += [f"| started | {report['started']} |",
               f"| wall | {report['wall_seconds']:.0f} s (budget {report['total_budget_seconds']} s) |",
               "", "| part | status | wall s | budget s | figures |", "|---|---|---|---|---|"]
     for r in report["parts"]:
-        lines.append(f"| {r['name']} | {r['status']} | {r['wall_seconds']:.1f} | {r['budget_seconds']:.0f} "
-                     f"| {cell(r.get('headline') or r.get('error', ''))} |")
+        lines.append(f"| {r['name']} | {r['status']} | {r['wall_seconds']:.1f} | "
+                     f"{r['budget_seconds']:.0f} | {cell(r.get('headline') or r.get('error', ''))} |")
     if report["summary"]:
         lines += ["", "| across parts | |", "|---|---|"]
         lines += [f"| {k} | {cell(v)} |" for k, v in report["summary"].items()]
@@ -514,7 +543,8 @@ def run_check(parts: Sequence[Part], out, work, launch=run_fresh, jobs: int = 1,
         else:
             print(f"gpu_check: {part.name} (budget {min(part.budget, left):.0f} s)", flush=True)
             record = run_part(part, work / part.name, launch, min(part.budget, left))
-            print(f"gpu_check: {part.name} {record['status']} in {record['wall_seconds']:.1f} s", flush=True)
+            print(f"gpu_check: {part.name} {record['status']} in {record['wall_seconds']:.1f} s",
+                  flush=True)
         with lock:
             records[part.name] = record
             report["parts"] = [records[p.name] for p in parts if p.name in records]
@@ -547,6 +577,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mnist-gz", default=None, help="a folder of *-ubyte.gz files to take "
                         "MNIST from when --data-dir lacks it (benchmarks/environment.py)")
     parser.add_argument("--only", nargs="+", choices=[name for name, _, _ in PLAN], default=None,
+                        metavar="PART",
                         help="run these parts only (e.g. to rerun the failed ones)")
     parser.add_argument("--jobs", type=int, default=None, help="parts run at once (default 1; "
                         "--smoke: 2, since only the paths matter there, not the times)")

@@ -50,7 +50,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-samples", type=int_at_least(2), default=5000, help="K per image")
     parser.add_argument("--test-size", type=positive_int, default=10_000, help="first N test images")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--data-dir", default=None, help="folder with MNIST/raw (default $PYRO_LVM_DATA)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with MNIST/raw (default $PYRO_LVM_DATA)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     x = fixed_binarization(load_mnist(args.data_dir, train=False, device=device)[0][:args.test_size])

@@ -1,6 +1,7 @@
 """Step cost of the K-particle losses on the MNIST VAE, relative to a single-particle ELBO step.
 
-    python benchmarks/loss_step.py [--particles 5] [--batch-size 256] [--device auto] [--steps 20] [--rounds 3]
+    python benchmarks/loss_step.py [--particles 5] [--batch-size 256] [--device auto]
+                                   [--steps 20] [--rounds 3]
 
 Target (issue: ELBO variants): iwae and dreg with K=5 at <= 3x a Trace_ELBO step; Pyro's own
 RenyiELBO(alpha=0, K=5, vectorize_particles=True) is timed in the same run for reference.
