@@ -81,7 +81,10 @@ def driver() -> dict:
     if shutil.which("nvidia-smi") is None:
         return {}
     query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
-    lines = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.splitlines()
+    try:
+        lines = subprocess.run(query, capture_output=True, text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.TimeoutExpired) as err:  # the versions still count
+        return {"driver": None, "nvidia_smi_error": f"{type(err).__name__}: {err}"}
     rows = [[cell.strip() for cell in line.split(",")] for line in lines if line.strip()]
     return {"nvidia_smi": [dict(zip(("name", "driver", "memory"), row)) for row in rows],
             "driver": rows[0][1] if rows else None}
@@ -117,9 +120,11 @@ def main(argv=None) -> dict:
                         help="a folder of *-ubyte.gz files to take MNIST from")
     parser.add_argument("--tiny-copy", default=None, help="also write a small MNIST under this folder")
     args = parser.parse_args(argv)
-    info = {**versions(), **driver(), "mnist": fetch_mnist(args.data_dir, args.mnist_gz)}
+    info = {"mnist": fetch_mnist(args.data_dir, args.mnist_gz)}  # first: every other part needs it
     if args.tiny_copy:
         info["mnist_tiny"] = write_tiny_copy(info["mnist"], args.tiny_copy)
+    info.update(versions())
+    info.update(driver())
     print(json.dumps(info))
     return info
 
