@@ -2,16 +2,16 @@
 
     python benchmarks/environment.py [--data-dir DIR] [--mnist-gz DIR] [--tiny-copy DIR]
 
-Prints the versions of Python, torch (and the CUDA and cuDNN it was built with), pyro,
-torchvision, arviz, numpy and scikit-learn, the accelerator torch sees (name, compute
-capability, memory) and the driver ``nvidia-smi`` reports.  Then makes sure that
-``--data-dir/MNIST/raw`` holds the four MNIST files with the right SHA-256 through
-:func:`pyro_lvm.data.download_mnist`; with ``--mnist-gz`` the ``*-ubyte.gz`` files of a
-local folder are its mirror, served on a free local port (a machine without internet gets
-MNIST this way, through the library's own checked download path).  ``--tiny-copy DIR``
-also writes the first 512 training and 200 test images as idx files under ``DIR/MNIST/raw``,
+Makes sure that ``--data-dir/MNIST/raw`` holds the four MNIST files with the right SHA-256
+through :func:`pyro_lvm.data.download_mnist`; with ``--mnist-gz`` the ``*-ubyte.gz`` files of
+a local folder are its mirror, served on a free local port (a machine without internet gets
+MNIST this way, through the library's own checked download path).  ``--tiny-copy DIR`` also
+writes the first 512 training and 200 test images as idx files under ``DIR/MNIST/raw``,
 a small MNIST that every example and benchmark reads like the real one (the smoke run of
-``benchmarks/gpu_check.py``).
+``benchmarks/gpu_check.py``).  Then prints the versions of Python, torch (and the CUDA and
+cuDNN it was built with), pyro, torchvision, arviz, numpy, scikit-learn and pytest, the
+accelerator torch sees (name, compute capability, memory) and the driver ``nvidia-smi``
+reports.
 """
 
 import argparse
@@ -24,6 +24,7 @@ import subprocess
 import threading
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 from pathlib import Path
 
 
@@ -90,20 +91,24 @@ def driver() -> dict:
             "driver": rows[0][1] if rows else None}
 
 
+#: The packages whose installed versions are reported: key -> distribution name (as pip has it).
+PACKAGES = {"pyro": "pyro-ppl", "torchvision": "torchvision", "arviz": "arviz", "numpy": "numpy",
+            "scikit_learn": "scikit-learn", "pytest": "pytest"}
+
+
 def versions() -> dict:
-    import arviz
-    import numpy
-    import pyro
-    import sklearn
+    """Python, torch with its CUDA and cuDNN, the device torch sees, and the installed version
+    of each of :data:`PACKAGES` (None: not installed), read without importing them."""
     import torch
-    import torchvision
 
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-            "pyro": pyro.__version__, "torchvision": torchvision.__version__,
-            "arviz": arviz.__version__, "numpy": numpy.__version__,
-            "scikit_learn": sklearn.__version__, "cpu_count": os.cpu_count(),
-            "cuda_available": torch.cuda.is_available()}
+            "cpu_count": os.cpu_count(), "cuda_available": torch.cuda.is_available()}
+    for key, name in PACKAGES.items():
+        try:
+            info[key] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[key] = None
     if info["cuda_available"]:
         props = torch.cuda.get_device_properties(0)
         info.update(device_name=props.name, device_count=torch.cuda.device_count(),
