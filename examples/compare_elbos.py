@@ -60,12 +60,12 @@ x_test = test_images[:1000]
 closed = ppca.fit_closed_form(x, 10)
 model = ppca.PPCA(784, 10, W=closed.W, mean=closed.mean, noise_scale=closed.noise_scale)
 guide = ppca.AmortisedLinearGuide(784, 10, "diagonal")
-exact = {"log p(x) at start": model.marginal_log_likelihood(x).mean().item(),
-         "ELBO at start (closed form)": (model.marginal_log_likelihood(x)
+exact = {"log p(x) at start": model.log_likelihood(x).mean().item(),
+         "ELBO at start (closed form)": (model.log_likelihood(x)
                                          - ppca.kl_to_posterior(guide.distribution(x), x, model)).mean().item()}
 rows_ppca = compare_losses(model.model, guide.guide, x, losses(guide.guide), num_draws=args.draws,
                            train_steps=args.ppca_steps, lr=0.01, test_data=x_test,
-                           exact_log_likelihood=model.marginal_log_likelihood, seed=args.seed)
+                           exact_log_likelihood=model.log_likelihood, seed=args.seed)
 for row in rows_ppca:
     row["test log p(x) (exact)"] = row.pop("test_log_likelihood")
 table_ppca = markdown_table(rows_ppca)

@@ -42,9 +42,11 @@ __all__ = [
     "check_callable",
     "check_choice",
     "check_data",
+    "check_generator",
     "check_model_inputs",
     "check_positive",
     "check_size",
+    "check_sizes",
     "check_tensors",
     "check_values",
     "checked_values",
@@ -127,6 +129,37 @@ def check_size(name: str, value, minimum: int = 1) -> int:
         want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {want}, got {value!r}")
     return int(value)
+
+
+def check_sizes(name: str, value, *, allow_empty: bool = True) -> tuple[int, ...]:
+    """Reject layer widths (``hidden_dims``, ``z_dims``) that are not a sequence (tuple or
+    list) of positive integers: a bare integer (``400`` for ``(400,)``), a string, a float
+    width; an empty one unless ``allow_empty``.
+
+    :returns: the widths as a tuple of Python ints.
+    :raises ValueError: naming ``name`` (or the element ``name[i]``) and what was got.
+    """
+    if not isinstance(value, (tuple, list)) or not (value or allow_empty):
+        kind = "sequence" if allow_empty else "non-empty sequence"
+        raise ValueError(f"{name} must be a {kind} (tuple or list) of positive integers, "
+                         f"got {value!r}")
+    return tuple(check_size(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def check_generator(generator, device: torch.device | None = None):
+    """Reject a ``generator`` that is neither None nor a ``torch.Generator`` (on the type of
+    ``device`` when given: torch draws on a device only from a generator there).
+
+    :raises ValueError: naming ``generator``, what was expected and what was got.
+    """
+    if generator is None:
+        return generator
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if device is not None and generator.device.type != torch.device(device).type:
+        raise ValueError(f"generator must be a torch.Generator on {torch.device(device).type}, "
+                         f"got one on {generator.device}")
+    return generator
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> float:

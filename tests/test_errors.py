@@ -44,54 +44,6 @@ def evaluate(name, x, **kwargs):
     return getattr(evaluate, name)(vae.model, vae.guide, x, **kwargs)
 
 
-def gmm_params(**change):
-    params = {"weights": torch.tensor([0.3, 0.7], dtype=torch.float64),
-              "means": torch.tensor([[0.0, 0.0], [3.0, 3.0]], dtype=torch.float64),
-              "covariances": torch.eye(2, dtype=torch.float64).repeat(2, 1, 1)}
-    params.update(change)
-    return params
-
-
-def gmm(name, *args, x=None, **change):
-    from pyro_lvm.models import gmm
-
-    x = torch.randn(5, 2, dtype=torch.float64) if x is None else x
-    return getattr(gmm, name)(x, *args, **gmm_params(**change))
-
-
-def rank_two_data():
-    """Rank-2 data in 6 dimensions, rotated so that rounding leaves the four zero
-    eigenvalues of its covariance at ~1e-16 instead of exactly 0."""
-    g = torch.Generator().manual_seed(0)
-    basis = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))[0][:, :2]
-    return torch.randn(50, 2, generator=g, dtype=torch.float64) @ basis.T * 1e3 + 5.0
-
-
-def ppca(name, *args, **kwargs):
-    from pyro_lvm.models import ppca
-
-    return getattr(ppca, name)(*args, **kwargs)
-
-
-def ppca_posterior(noise_scale):
-    x = torch.randn(4, 3, dtype=torch.float64)
-    W = torch.randn(3, 1, dtype=torch.float64)
-    return ppca("posterior", x, W, torch.zeros(3, dtype=torch.float64), noise_scale)
-
-
-def missing_model(x, mask):
-    from pyro_lvm.models import VAE
-    from pyro_lvm.models.missing import MissingPixelModel
-
-    return MissingPixelModel(VAE(hidden_dims=(4,), z_dim=2)).model(x, mask)
-
-
-def inpaint(**kwargs):
-    from pyro_lvm.models import VAE
-    from pyro_lvm.models.missing import MissingPixelModel, inpaint, top_half_mask
-
-    x = binary(2, 784)
-    return inpaint(MissingPixelModel(VAE(hidden_dims=(4,), z_dim=2)), x, top_half_mask(2), **kwargs)
 
 
 def psis(log_w):
@@ -120,12 +72,6 @@ def make_loss(*args, **kwargs):
     from pyro_lvm.infer import make_loss
 
     return make_loss(*args, **kwargs)
-
-
-def vae(**kwargs):
-    from pyro_lvm.models import VAE
-
-    return VAE(**kwargs)
 
 
 NAN = binary()
@@ -172,33 +118,6 @@ CASES = {
                                   "log_w"),
     "to_inference_data num_samples=0": (lambda: diagnostics("to_inference_data", num_samples=0),
                                         "num_samples"),
-    # models.gmm
-    "gmm weights sum to 2": (lambda: gmm("log_likelihood",
-                                         weights=torch.tensor([1.0, 1.0], dtype=torch.float64)),
-                             "weights .*sum to 1"),
-    "gmm non-symmetric covariance": (
-        lambda: gmm("log_likelihood", covariances=torch.tensor(
-            [[[1.0, 0.0], [0.5, 1.0]], [[1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)),
-        r"covariances of component\(s\) \[0\] are not symmetric"),
-    "gmm float32 x, float64 params": (lambda: gmm("responsibilities", x=torch.randn(5, 2)),
-                                      "x .*torch.float64"),
-    "gmm fit_em num_components=2.5": (
-        lambda: __import__("pyro_lvm.models.gmm").models.gmm.fit_em(torch.randn(20, 2), 2.5),
-        "num_components"),
-    "gmm sample n=2.5": (
-        lambda: __import__("pyro_lvm.models.gmm").models.gmm.sample(n=2.5, **gmm_params()), "n must"),
-    # models.ppca
-    "ppca rank defeated by rounding": (lambda: ppca("fit_closed_form", rank_two_data(), 2),
-                                       "rank <= latent_dim"),
-    "ppca posterior negative noise": (lambda: ppca_posterior(-0.5), "noise_scale"),
-    "ppca latent_dim=1.5": (lambda: ppca("fit_closed_form", torch.randn(10, 4, dtype=torch.float64),
-                                         1.5), "latent_dim"),
-    # models.missing
-    "missing model float mask": (lambda: missing_model(binary(2, 784), torch.ones(2, 784)), "mask"),
-    "missing model float64 x": (lambda: missing_model(binary(2, 784, torch.float64),
-                                                      torch.ones(2, 784, dtype=torch.bool)),
-                                "x .*torch.float32"),
-    "inpaint steps=2.5": (lambda: inpaint(steps=2.5), "steps"),
     # compare
     "compare num_draws=1": (lambda: compare(num_draws=1), "num_draws"),
     # sizes and ranges of the functions added with issues 11, 12 and 15
@@ -207,20 +126,9 @@ CASES = {
     "IWAE num_particles=2.5": (lambda: __import__("pyro_lvm.infer").infer.IWAE(num_particles=2.5),
                                "num_particles"),
     "vimco num_particles=2.5": (lambda: make_loss("vimco", 2.5), "num_particles"),
-    "pixel_scores NaN probs": (lambda: __import__("pyro_lvm.models.missing").models.missing.pixel_scores(
-        torch.full((2, 6), float("nan")), binary(2), torch.ones(2, 6, dtype=torch.bool)), "probs"),
-    "pixel_scores bins=0": (lambda: __import__("pyro_lvm.models.missing").models.missing.pixel_scores(
-        torch.full((2, 6), 0.5), binary(2), torch.ones(2, 6, dtype=torch.bool), bins=0), "bins"),
-    "active_units num_samples=2.5": (lambda: __import__("pyro_lvm.models.dlgm").models.dlgm.active_units(
-        small_vae().guide, binary(), num_samples=2.5), "num_samples"),
-    "active_units one row": (lambda: __import__("pyro_lvm.models.dlgm").models.dlgm.active_units(
-        small_vae().guide, binary(1)), "x must have at least 2 rows"),
     "assert_unbiased num_draws=1": (lambda: __import__("pyro_lvm.testing").testing.assert_unbiased(
         small_vae().model, small_vae().guide, binary(), loss="elbo", exact_value=0.0, num_draws=1),
         "num_draws"),
-    # models.vae construction
-    "VAE z_dim=2.5": (lambda: vae(z_dim=2.5), "z_dim"),
-    "VAE hidden_dims=(2.5,)": (lambda: vae(hidden_dims=(2.5,)), "hidden_dims"),
 }
 
 
