@@ -68,12 +68,12 @@ def compare_ppca(args, images, test_images):
     closed = ppca.fit_closed_form(x, 10)
     model = ppca.PPCA(784, 10, W=closed.W, mean=closed.mean, noise_scale=closed.noise_scale)
     guide = ppca.AmortisedLinearGuide(784, 10, "diagonal")
-    exact = {"log p(x) at start": model.marginal_log_likelihood(x).mean().item(),
-             "ELBO at start (closed form)": (model.marginal_log_likelihood(x)
+    exact = {"log p(x) at start": model.log_likelihood(x).mean().item(),
+             "ELBO at start (closed form)": (model.log_likelihood(x)
                                              - ppca.kl_to_posterior(guide.distribution(x), x, model)).mean().item()}
     rows = compare_losses(model.model, guide.guide, x, losses(guide.guide, args.particles),
                           num_draws=args.draws, train_steps=args.ppca_steps, lr=0.01, test_data=x_test,
-                          exact_log_likelihood=model.marginal_log_likelihood, seed=args.seed)
+                          exact_log_likelihood=model.log_likelihood, seed=args.seed)
     for row in rows:
         row["test log p(x) (exact)"] = row.pop("test_log_likelihood")
     pyro.clear_param_store()

@@ -73,6 +73,7 @@ import torch
 import pyro
 import pyro.optim
 from pyro_lvm import evaluate
+from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.cli import int_at_least, nonnegative_int, positive_float, positive_int
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.infer import make_loss
@@ -80,7 +81,7 @@ from pyro_lvm.models import DLGM
 from pyro_lvm.models.dlgm import active_units
 from pyro_lvm.plots import plot_curves
 from pyro_lvm.report import write_metrics
-from pyro_lvm.train import fit, load_checkpoint
+from pyro_lvm.train import fit
 
 #: Burda et al. (2016), Table 1, MNIST (arXiv:1509.00519v4): (test NLL in nats, active units per
 #: stochastic layer).  Keys: (layers, objective, k).
