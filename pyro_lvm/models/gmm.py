@@ -17,9 +17,9 @@ type           covariances     Sigma_k
 ``tied``       ``(D, D)``      one matrix shared by all components
 =============  ==============  ==================================================
 
-The type is always an explicit keyword (``covariance_type="full"`` by default), never read
-off the shape: a ``(K, D)`` tensor is ``diag`` covariances or a mistake, and the doors say
-which shape the type needs.
+The type is an explicit keyword (``covariance_type="full"`` by default), never read off the
+shape (a ``(K, D)`` tensor may be diag covariances or a mistake); covariances of another
+shape than the type's are refused with the shape it needs.
 
 Everything is exact here: ``log p(x_n) = logsumexp_k [log pi_k + log N(x_n | mu_k, Sigma_k)]``
 and ``p(z_n = k | x_n)`` is Bayes' rule (the responsibilities), so every
@@ -46,6 +46,16 @@ EM is split into named steps after scikit-learn's ``GaussianMixture``
 added to every covariance's diagonal; stop when the mean log-likelihood changes
 by less than ``tol``; Gaussian log-densities from Cholesky factors of the precisions), so
 the two agree when started from the same parameters.
+
+References:
+
+* C. M. Bishop (2006), *Pattern Recognition and Machine Learning*, ch. 9.
+* A. P. Dempster, N. M. Laird, D. B. Rubin (1977), Maximum likelihood from incomplete data
+  via the EM algorithm, *J. R. Stat. Soc. B* 39(1).
+* G. Schwarz (1978), Estimating the dimension of a model, *Ann. Statist.* 6(2).
+* H. Akaike (1974), A new look at the statistical model identification, *IEEE Trans.
+  Automat. Control* 19(6).
+* D. Arthur, S. Vassilvitskii (2007), k-means++: the advantages of careful seeding, SODA.
 """
 
 from __future__ import annotations
@@ -100,11 +110,10 @@ def _per_component(t: torch.Tensor, covariance_type: str, shape: tuple) -> torch
     return t
 
 
-def _components(bad: torch.Tensor) -> str:
-    """``"component(s) [i, ...]"`` for a ``(K,)`` mask, ``"the tied covariance"`` for a 0-dim one."""
-    if bad.dim() == 0:
-        return "the tied covariance"
-    return f"component(s) {torch.nonzero(bad).flatten().tolist()}"
+def _which(bad: torch.Tensor) -> str:
+    """``" of component(s) [i, ...]"`` for a ``(K,)`` mask; ``""`` for a 0-dim one (the
+    tied covariance, shared by all)."""
+    return "" if bad.dim() == 0 else f" of component(s) {torch.nonzero(bad).flatten().tolist()}"
 
 
 def _num_parameters(k: int, d: int, covariance_type: str) -> int:
@@ -159,9 +168,9 @@ def _check_params(weights, means, covariances, covariance_type) -> None:
         asym = (covariances - covariances.mT).abs().amax((-1, -2))
         bad = asym > tol * covariances.abs().amax((-1, -2))
         if bool(bad.any()):
-            raise ValueError(f"covariances of {_components(bad)} are not symmetric "
-                             f"(covariance_type {covariance_type!r}); pass (C + C.mT) / 2 if "
-                             "the asymmetry is rounding")
+            raise ValueError(f"covariances{_which(bad)} are not symmetric (covariance_type "
+                             f"{covariance_type!r}); pass (C + C.mT) / 2 if the asymmetry is "
+                             "rounding")
 
 
 def _scale(covariances, covariance_type) -> torch.Tensor:
@@ -179,8 +188,8 @@ def _scale(covariances, covariance_type) -> torch.Tensor:
         scale, bad, cause = covariances.sqrt(), covariances <= 0, "a variance <= 0"
         bad = bad.any(-1) if covariance_type == "diag" else bad
     if bool(bad.any()):
-        raise ValueError(f"covariances with covariance_type {covariance_type!r}: covariance of "
-                         f"{_components(bad)} is not positive definite ({cause}); pass positive "
+        raise ValueError(f"covariances with covariance_type {covariance_type!r}: the covariance"
+                         f"{_which(bad)} is not positive definite ({cause}); pass positive "
                          "definite covariances, or increase reg_covar in fit_em")
     return scale
 
@@ -197,11 +206,13 @@ def _precision_cholesky(covariances, covariance_type, shape) -> torch.Tensor:
 
     :raises ValueError: as :func:`_scale`.
     """
-    scale = _per_component(_scale(covariances, covariance_type), covariance_type, shape)
-    if scale.dim() == 2:
-        return scale.reciprocal()
-    eye = torch.eye(shape[1], dtype=scale.dtype, device=scale.device)
-    return torch.linalg.solve_triangular(scale, eye, upper=False).mT
+    scale = _scale(covariances, covariance_type)
+    if _is_matrix(covariance_type):
+        eye = torch.eye(shape[1], dtype=scale.dtype, device=scale.device)
+        factor = torch.linalg.solve_triangular(scale, eye, upper=False).mT
+    else:
+        factor = scale.reciprocal()
+    return _per_component(factor, covariance_type, shape)
 
 
 def _estimate_log_gaussian_prob(x, means, precision_chol) -> torch.Tensor:
@@ -398,9 +409,8 @@ def _m_step(x, log_resp, reg_covar, covariance_type):
     if not bool(torch.isfinite(covariances).all()):
         raise overflow_error(x, "the covariances")
     if _is_matrix(covariance_type):
-        covariances = covariances + reg_covar * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    else:
-        covariances = covariances + reg_covar
+        reg_covar = reg_covar * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    covariances = covariances + reg_covar
     return {"weights": nk / x.shape[0], "means": means, "covariances": covariances}
 
 
@@ -537,14 +547,12 @@ def select_num_components(x, max_components: int, covariance_type: str = "full",
                                                 seed, name="max_components")
     max_iter, tol, n_init = _check_iterations(max_iter, tol, n_init)
     criterion = check_choice("criterion", criterion, CRITERIA)
-    best, curve = None, {}
+    fits, curve = {}, {}
     for k in range(1, max_components + 1):
-        run = fit_em(x, k, covariance_type, max_iter=max_iter, tol=tol, n_init=n_init,
-                     reg_covar=reg_covar, seed=seed)
-        curve[k] = getattr(run, criterion)(x)
-        if best is None or curve[k] < curve[best.means.shape[0]]:
-            best = run
-    return best, curve
+        fits[k] = fit_em(x, k, covariance_type, max_iter=max_iter, tol=tol, n_init=n_init,
+                         reg_covar=reg_covar, seed=seed)
+        curve[k] = getattr(fits[k], criterion)(x)
+    return fits[min(curve, key=curve.get)], curve
 
 
 def initial_params(x, num_components: int, covariance_type: str = "full", reg_covar: float = 1e-6,
@@ -593,8 +601,8 @@ class GMM(_MixtureScores, Saveable):
 
     def _scale_transform(self):
         """Unconstrained ``raw_scale`` to the square roots of :func:`_scale`."""
-        positive = constraints.lower_cholesky if _is_matrix(self.covariance_type) else constraints.positive
-        return transform_to(positive)
+        matrix = _is_matrix(self.covariance_type)
+        return transform_to(constraints.lower_cholesky if matrix else constraints.positive)
 
     def params(self) -> dict:
         """Current ``weights (K,)``, ``means (K, D)`` and ``covariances`` (the shape of
