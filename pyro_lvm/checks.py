@@ -11,7 +11,8 @@ The contract, followed by every module:
   was got, so nothing reaches torch or Pyro whose messages name neither.
 * **A model declares what it takes.** A model or guide class states its data once, in a
   method ``check_inputs(*data, values=...)``; the doors of ``fit``, ``evaluate`` and the
-  comparisons call it through :func:`check_model_inputs` with the values included, then
+  comparisons call it through :func:`check_model_inputs` with the values included
+  (:func:`check_model_data` does both steps, reading each tensor's values once), then
   run their work inside :func:`checked_values`.
 * **Bodies check only what is free.** ``model``/``guide`` bodies run at every step; they
   check shapes and dtypes (free) always, and values (a device sync) only when
@@ -43,6 +44,7 @@ __all__ = [
     "check_choice",
     "check_data",
     "check_generator",
+    "check_model_data",
     "check_model_inputs",
     "check_positive",
     "check_size",
@@ -241,6 +243,12 @@ def check_tensors(data, name: str = "data", *, values: bool = True) -> tuple:
     return tensors
 
 
+def _declared_check(model):
+    """The ``check_inputs`` of the module ``model`` is a method of, or None."""
+    check = getattr(getattr(model, "__self__", None), "check_inputs", None)
+    return check if callable(check) else None
+
+
 def check_model_inputs(model, tensors: tuple) -> None:
     """Check ``tensors`` against what ``model`` declares it takes, values included: the
     ``check_inputs(*tensors, values=True)`` of the module ``model`` is a method of, if it
@@ -248,9 +256,29 @@ def check_model_inputs(model, tensors: tuple) -> None:
 
     :raises ValueError: as the module's ``check_inputs``.
     """
-    check = getattr(getattr(model, "__self__", None), "check_inputs", None)
-    if callable(check):
+    check = _declared_check(model)
+    if check is not None:
         check(*tensors, values=True)
+
+
+def check_model_data(model, data, name: str = "data") -> tuple:
+    """The door's check of the data given to a model/guide pair: :func:`check_tensors`
+    for their structure, then :func:`check_model_inputs`; each tensor's values are read
+    once, by the model's ``check_inputs`` when it declares one, else by
+    :func:`check_tensors`.
+
+    :returns: the tuple of tensors.
+    :raises ValueError: as :func:`check_tensors` and the model's ``check_inputs``.
+    """
+    declared = _declared_check(model) is not None
+    tensors = check_tensors(data, name, values=not declared)
+    try:
+        check_model_inputs(model, tensors)
+    except ValueError as err:  # the model names its own argument: say which one it was given
+        if str(err).startswith(name):
+            raise
+        raise ValueError(f"{name}: {err}") from err
+    return tensors
 
 
 @contextmanager

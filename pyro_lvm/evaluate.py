@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from pyro import poutine
 
-from .checks import check_model_inputs, check_size, check_tensors, checked_values
+from .checks import check_callable, check_model_data, check_size, checked_values
 from .infer import IWAE
 from .params import isolated_param_store
 
@@ -42,20 +43,17 @@ MAX_ELEMENTS = 2**23
 
 def _checked(model, guide, data, num_samples, batch_size, max_elements, name="num_samples"):
     """The door of every evaluation: ``(tensors, num_samples, batch_size, max_elements)``
-    checked, before any work.
+    checked, before any work; each data tensor's values are read once, here.
 
     :raises ValueError: naming the bad argument.
     """
-    if not callable(model) or not callable(guide):
-        raise ValueError(f"model and guide must be callable, got {type(model).__name__} and "
-                         f"{type(guide).__name__}")
+    check_callable("model", model)
+    check_callable("guide", guide)
     num_samples = check_size(name, num_samples)
     max_elements = check_size("max_elements", max_elements)
     if batch_size is not None:
         batch_size = check_size("batch_size", batch_size)
-    tensors = check_tensors(data, "x")
-    check_model_inputs(model, tensors)
-    return tensors, num_samples, batch_size, max_elements
+    return check_model_data(model, data, "x"), num_samples, batch_size, max_elements
 
 
 def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, return_sites=None,
@@ -262,24 +260,39 @@ def elbo(model, guide, *x, num_particles: int = 1, batch_size=None,
     return total / num_particles
 
 
+def _labels(name, values):
+    """``values`` as a ``(N,)`` numpy array of non-negative integers (``torch.int64``
+    labels, numpy arrays and Python lists of ints are accepted)."""
+    try:
+        array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
+    except (TypeError, ValueError) as err:  # ragged lists, objects numpy cannot read
+        raise ValueError(f"{name} must be a sequence of non-negative integers, got "
+                         f"{type(values).__name__}: {err}") from err
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty (N,) sequence of integers, got "
+                         f"{type(values).__name__} of shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be non-negative integers, got dtype {array.dtype}")
+    if array.min() < 0:
+        raise ValueError(f"{name} must be non-negative integers, got min {array.min()}")
+    return array
+
+
 def cluster_accuracy(labels, clusters) -> float:
     """Share of points whose cluster, matched one-to-one to a label by the Hungarian
     algorithm (``scipy.optimize.linear_sum_assignment``), equals their label.
 
-    :param labels, clusters: integer sequences of length N (tensors or arrays).
-    :raises ValueError: unequal lengths, empty, or not non-negative integers.
+    :param labels, clusters: integer sequences of length N (tensors, arrays or lists).
+    :returns: the accuracy, in [0, 1].
+    :raises ValueError: unequal lengths, empty, not 1-dimensional, or not non-negative
+        integers (floats and bools included).
     """
-    import numpy as np
     from scipy.optimize import linear_sum_assignment
 
-    labels, clusters = np.asarray(torch.as_tensor(labels).cpu()), np.asarray(torch.as_tensor(clusters).cpu())
-    if labels.shape != clusters.shape or labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"labels and clusters must be two (N,) sequences, N >= 1, got "
+    labels, clusters = _labels("labels", labels), _labels("clusters", clusters)
+    if labels.shape != clusters.shape:
+        raise ValueError(f"labels and clusters must be two (N,) sequences of one length, got "
                          f"{labels.shape}, {clusters.shape}")
-    for name, v in (("labels", labels), ("clusters", clusters)):
-        if v.dtype.kind not in "iu" or v.min() < 0:
-            raise ValueError(f"{name} must be non-negative integers, got dtype {v.dtype}, "
-                             f"min {v.min()}")
     counts = np.zeros((clusters.max() + 1, labels.max() + 1))
     np.add.at(counts, (clusters, labels), 1)
     rows, cols = linear_sum_assignment(-counts)

@@ -1,6 +1,6 @@
 """Issue 14, part A: parameters owned per model, an example refusing an infinite step size,
-strict metrics JSON, PSIS on exact weights.  Each test fails on the code before the fix
-(noted per test)."""
+strict metrics JSON.  Each test fails on the code before the fix (noted per test); the PSIS
+tests of this issue are in tests/test_diagnostics.py."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import torch
 
 import pyro
 
-from pyro_lvm import diagnostics, evaluate
+from pyro_lvm import evaluate
 from pyro_lvm.data import binarize
 from pyro_lvm.models import VAE, ppca
 from pyro_lvm.train import fit
@@ -135,29 +135,3 @@ def test_every_example_writes_its_metrics_through_write_metrics():
         text = script.read_text()
         if "metrics.json" in text:
             assert "write_metrics(out / \"metrics.json\"" in text and "json.dump" not in text, script.name
-
-
-# --- defect 7: PSIS on exact weights ----------------------------------------------------
-
-def test_psis_of_an_exact_posterior_guide_is_good_when_log_p_is_in_the_hundreds():
-    # Before: float32 rounding of log w ~ -100 exceeded the absolute 1e-6 tolerance: k-hat = inf.
-    torch.manual_seed(0)
-    d, q = 64, 5
-    W, mean = torch.randn(d, q), torch.randn(d)
-    model = ppca.PPCA(d, q, W=W, mean=mean, noise_scale=0.3)
-    x = torch.randn(50, q) @ W.T + mean + 0.8 * torch.randn(50, d)  # |log p(x)| ~ 100
-    log_w = evaluate.log_weights(model.model, ppca.exact_posterior_guide(model).guide, x, num_samples=200)
-    assert log_w.dtype == torch.float32 and log_w.abs().min() > 50
-    result = diagnostics.psis_from_log_weights(log_w)
-    assert (result.khat < 0.5).all() and result.share_above == 0.0
-    assert torch.equal(result.ess, torch.full((50,), 200.0))
-
-
-def test_psis_still_fits_a_tail_when_the_weights_vary():
-    torch.manual_seed(0)
-    log_w = -100.0 + 0.5 * torch.randn(400, 20)  # spread ~3 nats: far above rounding
-    result = diagnostics.psis_from_log_weights(log_w)
-    assert torch.isfinite(result.khat).all() and (result.ess < 400).all()
-    log_w[0, 0] = -torch.inf  # one zero weight among constant ones: not a perfect proposal
-    log_w[1:, 0] = -100.0
-    assert diagnostics.psis_from_log_weights(log_w).khat[0] > -torch.inf
