@@ -1,18 +1,18 @@
 """Gaussian mixture on MNIST's top principal components: EM vs SVI (enumeration, mean-field).
 
-    python examples/gmm.py [--components 10] [--pcs 10] [--train 10000]
+    python examples/gmm.py [--components 10] [--covariance-type full] [--pcs 10] [--train 10000]
 
 Shows one model (:class:`pyro_lvm.models.gmm.GMM`) fitted three ways from the same k-means++
 start: closed-form EM (:func:`~pyro_lvm.models.gmm.fit_em`), SVI with the assignments
 enumerated out (TraceEnum_ELBO), and SVI with a mean-field guide over the assignments
-(TraceGraph_ELBO).  Log-likelihoods are exact (nats per image in PCA space); cluster agreement
-is with the digit labels.
+(TraceGraph_ELBO), all with the covariances of --covariance-type (scikit-learn's types).
+Log-likelihoods are exact (nats per image in PCA space); cluster agreement is with the digit
+labels; the EM fit's BIC on the training images is printed beside them.
 
 Writes metrics.json (what :func:`main` returns), table.md and mixture.png into --out.
 
-Run time on a 2-core CPU, one thread: the defaults 94 s on an idle machine (3.5 to 5.5 min with
-seven other jobs sharing it); ``--train 500 --pcs 3 --components 2 --svi-steps 2
---meanfield-steps 2`` (the test's) about 15 s.
+Run time on a 2-core CPU, one thread: the defaults 94 s; ``--train 500 --pcs 3 --components 2
+--svi-steps 2 --meanfield-steps 2`` (the test's) about 15 s.
 """
 
 import argparse
@@ -37,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line; a bad value exits with status 2 before any work."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--components", type=positive_int, default=10)
+    parser.add_argument("--covariance-type", choices=gmm.COVARIANCE_TYPES, default="full")
     parser.add_argument("--pcs", type=positive_int, default=10, help="principal components kept")
     parser.add_argument("--train", type=positive_int, default=10000)
     parser.add_argument("--svi-steps", type=positive_int, default=300, help="full-batch steps, enumeration")
@@ -58,26 +59,29 @@ def pca_data(args):
 
 
 def fit_three_ways(args, x) -> dict:
-    """``{method: (params, seconds)}``: EM, SVI with enumeration, SVI with a mean-field guide."""
-    init = gmm.initial_params(x, args.components, seed=args.seed)
+    """``{method: (params, seconds)}``: EM, SVI with enumeration, SVI with a mean-field guide;
+    ``params`` hold the covariance type beside the parameters (``gmm.log_likelihood(x, **params)``)."""
+    kind = {"covariance_type": args.covariance_type}
+    init = gmm.initial_params(x, args.components, seed=args.seed, **kind)
     fitted = {}
     t0 = time.perf_counter()
-    em = gmm.fit_em(x, args.components, init=init, max_iter=500, tol=1e-6)
-    fitted[f"EM ({em.n_iter} iterations)"] = em.params(), time.perf_counter() - t0
+    em = gmm.fit_em(x, args.components, init=init, max_iter=500, tol=1e-6, **kind)
+    print(f"EM fit: BIC {em.bic(x):.1f} on the training images ({em.num_parameters()} parameters)")
+    fitted[f"EM ({em.n_iter} iterations)"] = {**em.params(), **kind}, time.perf_counter() - t0
 
-    model = gmm.GMM(**init)
+    model = gmm.GMM(**init, **kind)
     t0 = time.perf_counter()
     fit(model.enumerated_model, gmm.empty_guide, x, loss="enum", lr=0.05, num_epochs=args.svi_steps,
         batch_size=len(x), seed=args.seed, progress=False)
-    fitted["SVI, z enumerated (TraceEnum_ELBO)"] = model.params(), time.perf_counter() - t0
+    fitted["SVI, z enumerated (TraceEnum_ELBO)"] = {**model.params(), **kind}, time.perf_counter() - t0
     pyro.clear_param_store()
 
-    model = gmm.GMM(**init)
-    guide = gmm.MeanFieldGuide(len(x), args.components, init=gmm.responsibilities(x, **init)).double()
+    model = gmm.GMM(**init, **kind)
+    guide = gmm.MeanFieldGuide(len(x), args.components, init=gmm.responsibilities(x, **init, **kind)).double()
     t0 = time.perf_counter()
     fit(model.model, guide.guide, x, loss="tracegraph", lr=0.05, num_epochs=args.meanfield_steps,
         batch_size=len(x), seed=args.seed, progress=False)
-    fitted["SVI, mean-field q(z) (TraceGraph_ELBO)"] = model.params(), time.perf_counter() - t0
+    fitted["SVI, mean-field q(z) (TraceGraph_ELBO)"] = {**model.params(), **kind}, time.perf_counter() - t0
     return fitted
 
 
@@ -94,6 +98,16 @@ def report(method, params, seconds, x, x_test, test_labels) -> dict:
             "seconds": seconds}
 
 
+def covariance_matrices(params) -> torch.Tensor:
+    """``(K, D, D)`` covariance matrices from covariances of any ``covariance_type``."""
+    covariances, kind, (k, d) = params["covariances"], params["covariance_type"], params["means"].shape
+    if kind == "full":
+        return covariances
+    if kind == "tied":
+        return covariances.expand(k, d, d)
+    return torch.diag_embed(covariances if kind == "diag" else covariances[:, None].expand(k, d))
+
+
 def plot_mixtures(fitted, x_test, path):
     """The fitted mixtures on the first two principal components: test points by cluster,
     2-sd ellipses, one panel per method."""
@@ -103,8 +117,8 @@ def plot_mixtures(fitted, x_test, path):
     for ax, (method, (params, _)) in zip(axes, fitted.items()):
         clusters = gmm.responsibilities(x_test, **params).argmax(1)
         ax.scatter(x_test[:3000, 0], x_test[:3000, 1], c=clusters[:3000], cmap="tab10", s=3, alpha=0.5)
-        for j in range(len(params["weights"])):
-            chol = torch.linalg.cholesky(params["covariances"][j, :2, :2])
+        for j, covariance in enumerate(covariance_matrices(params)):
+            chol = torch.linalg.cholesky(covariance[:2, :2])
             ellipse = params["means"][j, :2, None] + 2 * chol @ circle
             ax.plot(ellipse[0], ellipse[1], color=plt.cm.tab10(j), lw=1.5)
         ax.set_title(method, fontsize=9)
