@@ -294,3 +294,41 @@ def test_after_resume_the_modules_hold_the_checkpoint_weights(tmp_path):
     assert history.epoch == [1, 2]
     for (name, a), b in zip(trained.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
+
+
+def _vae6():
+    return VAE(x_dim=6, z_dim=2, hidden_dims=(4,))
+
+
+def _binary6(n=8, d=6, dtype=torch.float32):
+    return torch.bernoulli(torch.full((n, d), 0.5, dtype=dtype),
+                           generator=torch.Generator().manual_seed(0))
+
+
+def _fit6(data, **kwargs):
+    vae = _vae6()
+    kwargs = {"num_epochs": 1, "batch_size": 4, **kwargs}
+    return fit(vae.model, vae.guide, data, progress=False, **kwargs)
+
+
+#: Sizes, and data the guide would have run on before the model's check (moved from the
+#: library-wide table of bad inputs).
+SMALL_FIT_CASES = {
+    "fit num_particles=2.5": (lambda: _fit6(_binary6(), num_particles=2.5), "num_particles"),
+    "fit batch_size=2.5": (lambda: _fit6(_binary6(), batch_size=2.5), "batch_size"),
+    "fit num_epochs=1.5": (lambda: _fit6(_binary6(), num_epochs=1.5), "num_epochs"),
+    "fit width 5 for x_dim 6": (lambda: _fit6(_binary6(8, 5)), r"x must have shape \(B, 6\)"),
+    "fit float64 data": (lambda: _fit6(_binary6(dtype=torch.float64)), "x .*torch.float32"),
+    "fit int data": (lambda: _fit6(_binary6().long()), "x .*floating"),
+    "fit bool data": (lambda: _fit6(_binary6().bool()), "x .*floating"),
+    "fit transform not callable": (lambda: _fit6(_binary6(), transform="binarize"), "transform"),
+    "decaying_adam num_epochs=2.5": (lambda: decaying_adam(1e-3, 1e-4, 2.5), "num_epochs"),
+}
+
+
+@pytest.mark.parametrize("case", list(SMALL_FIT_CASES))
+def test_bad_sizes_and_data_of_a_vae6_get_a_value_error_naming_them(case):
+    call, words = SMALL_FIT_CASES[case]
+    with pyro.validation_enabled(False):  # the checks must not depend on Pyro's switch
+        with pytest.raises(ValueError, match=words):
+            call()
