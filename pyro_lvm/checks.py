@@ -11,7 +11,8 @@ The contract, followed by every module:
   was got, so nothing reaches torch or Pyro whose messages name neither.
 * **A model declares what it takes.** A model or guide class states its data once, in a
   method ``check_inputs(*data, values=...)``; the doors of ``fit``, ``evaluate`` and the
-  comparisons call it through :func:`check_model_inputs` with the values included, then
+  comparisons call it through :func:`check_model_inputs` with the values included
+  (:func:`check_model_data` does both steps, reading each tensor's values once), then
   run their work inside :func:`checked_values`.
 * **Bodies check only what is free.** ``model``/``guide`` bodies run at every step; they
   check shapes and dtypes (free) always, and values (a device sync) only when
@@ -42,9 +43,12 @@ __all__ = [
     "check_callable",
     "check_choice",
     "check_data",
+    "check_generator",
+    "check_model_data",
     "check_model_inputs",
     "check_positive",
     "check_size",
+    "check_sizes",
     "check_tensors",
     "check_values",
     "checked_values",
@@ -129,6 +133,37 @@ def check_size(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_sizes(name: str, value, *, allow_empty: bool = True) -> tuple[int, ...]:
+    """Reject layer widths (``hidden_dims``, ``z_dims``) that are not a sequence (tuple or
+    list) of positive integers: a bare integer (``400`` for ``(400,)``), a string, a float
+    width; an empty one unless ``allow_empty``.
+
+    :returns: the widths as a tuple of Python ints.
+    :raises ValueError: naming ``name`` (or the element ``name[i]``) and what was got.
+    """
+    if not isinstance(value, (tuple, list)) or not (value or allow_empty):
+        kind = "sequence" if allow_empty else "non-empty sequence"
+        raise ValueError(f"{name} must be a {kind} (tuple or list) of positive integers, "
+                         f"got {value!r}")
+    return tuple(check_size(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def check_generator(generator, device: torch.device | None = None):
+    """Reject a ``generator`` that is neither None nor a ``torch.Generator`` (on the type of
+    ``device`` when given: torch draws on a device only from a generator there).
+
+    :raises ValueError: naming ``generator``, what was expected and what was got.
+    """
+    if generator is None:
+        return generator
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if device is not None and generator.device.type != torch.device(device).type:
+        raise ValueError(f"generator must be a torch.Generator on {torch.device(device).type}, "
+                         f"got one on {generator.device}")
+    return generator
+
+
 def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
     """Reject a real parameter (a step size, a scale, a tolerance) that is not a finite
     number ``> 0`` (``>= 0`` with ``allow_zero``): NaN, inf, negatives, strings, bools.
@@ -208,6 +243,12 @@ def check_tensors(data, name: str = "data", *, values: bool = True) -> tuple:
     return tensors
 
 
+def _declared_check(model):
+    """The ``check_inputs`` of the module ``model`` is a method of, or None."""
+    check = getattr(getattr(model, "__self__", None), "check_inputs", None)
+    return check if callable(check) else None
+
+
 def check_model_inputs(model, tensors: tuple) -> None:
     """Check ``tensors`` against what ``model`` declares it takes, values included: the
     ``check_inputs(*tensors, values=True)`` of the module ``model`` is a method of, if it
@@ -215,9 +256,29 @@ def check_model_inputs(model, tensors: tuple) -> None:
 
     :raises ValueError: as the module's ``check_inputs``.
     """
-    check = getattr(getattr(model, "__self__", None), "check_inputs", None)
-    if callable(check):
+    check = _declared_check(model)
+    if check is not None:
         check(*tensors, values=True)
+
+
+def check_model_data(model, data, name: str = "data") -> tuple:
+    """The door's check of the data given to a model/guide pair: :func:`check_tensors`
+    for their structure, then :func:`check_model_inputs`; each tensor's values are read
+    once, by the model's ``check_inputs`` when it declares one, else by
+    :func:`check_tensors`.
+
+    :returns: the tuple of tensors.
+    :raises ValueError: as :func:`check_tensors` and the model's ``check_inputs``.
+    """
+    declared = _declared_check(model) is not None
+    tensors = check_tensors(data, name, values=not declared)
+    try:
+        check_model_inputs(model, tensors)
+    except ValueError as err:  # the model names its own argument: say which one it was given
+        if str(err).startswith(name):
+            raise
+        raise ValueError(f"{name}: {err}") from err
+    return tensors
 
 
 @contextmanager

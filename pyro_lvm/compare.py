@@ -23,49 +23,69 @@ import torch
 import pyro
 
 from . import evaluate
-from .checks import check_data, check_size
-from .infer import make_loss
+from .checks import (check_callable, check_model_data, check_positive, check_size, check_tensors,
+                     checked_values)
+from .infer import resolve_loss
 from .params import traced_params
 from .plots import plt
+from .testing import gradient_draws
 from .train import fit
 
-__all__ = ["compare_losses", "markdown_table", "plot_comparison"]
+__all__ = ["compare_losses", "gradient_statistics", "markdown_table", "plot_comparison"]
 
 
-def _param_groups(model, guide, args):
-    """Names of the parameters each of guide and model touches (shared ones count as guide)."""
-    return {group: sorted(params) for group, params in traced_params(model, guide, *args).items()}
+def gradient_statistics(loss, model, guide, args: tuple, num_draws: int = 50) -> dict:
+    """Per group of parameters (``guide``, ``model``; shared ones count as the guide's):
+    ``variance`` and ``snr`` of the gradient estimator (module docstring) over
+    ``num_draws`` draws of :func:`~pyro_lvm.testing.gradient_draws`.
 
-
-def gradient_statistics(loss, model, guide, args, num_draws: int = 50) -> dict:
-    """Per group: ``variance`` and ``snr`` of the gradient estimator over ``num_draws``
-    draws (each one ``loss.loss_and_grads``, as SVI takes it), plus the draws' loss values."""
-    groups = _param_groups(model, guide, args)
-    store = pyro.get_param_store()
-    params = {g: [store.get_param(n).unconstrained() for n in names] for g, names in groups.items()}
-    grads = {g: [] for g in groups}
-    values = []
-    for _ in range(num_draws):
-        for ps in params.values():
-            for p in ps:
-                p.grad = None
-        values.append(float(loss.loss_and_grads(model, guide, *args)))
-        for g, ps in params.items():
-            if ps:
-                grads[g].append(torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1)
-                                           for p in ps]))
-    for ps in params.values():
-        for p in ps:
-            p.grad = None
+    :param tuple args: the data tensors, as the model and guide take them.
+    :returns: ``{"groups": {group: {"variance", "snr"}}, "values": (num_draws,)}``, the
+        values being the draws' losses (negative bounds, nats for the whole data set).
+    :raises ValueError: as :func:`~pyro_lvm.testing.gradient_draws`, or ``args`` not a tuple.
+    """
+    if not isinstance(args, tuple):
+        raise ValueError(f"args must be a tuple of the data tensors, got {type(args).__name__}")
+    draws = gradient_draws(loss, model, guide, *args, num_draws=num_draws)
     stats = {}
-    for g, draws in grads.items():
-        if not draws:
+    for group, params in traced_params(model, guide, *args).items():
+        if not params:
             continue
-        draws = torch.stack(draws)  # (num_draws, P)
-        var = draws.var(0)
-        snr = draws.mean(0).abs() / var.sqrt()
-        stats[g] = {"variance": var.mean().item(), "snr": snr[var > 0].mean().item()}
-    return {"groups": stats, "values": torch.tensor(values)}
+        flat = torch.cat([draws.grads[n].reshape(num_draws, -1) for n in sorted(params)], 1)
+        var = flat.var(0)  # (P,) over the draws
+        snr = flat.mean(0).abs() / var.sqrt()
+        stats[group] = {"variance": var.mean().item(), "snr": snr[var > 0].mean().item()}
+    return {"groups": stats, "values": -draws.values}
+
+
+def _check_losses(losses, num_particles, guide) -> dict:
+    """``{label: (loss, guide)}`` from the ``losses`` argument of :func:`compare_losses`."""
+    if isinstance(losses, (list, tuple)) and losses and all(isinstance(v, str) for v in losses):
+        losses = {name: name for name in losses}
+    if not isinstance(losses, dict) or not losses:
+        raise ValueError(f"losses must be a non-empty list of loss names or a dict {{label: "
+                         f"loss}}, got {losses!r}")
+    return {label: resolve_loss(v, num_particles, guide, name=f"losses[{label!r}]")
+            for label, v in losses.items()}
+
+
+def _checked(model, guide, data, losses, train_data, test_data, transform, **counts):
+    """The door of :func:`compare_losses`: ``(tensors, {label: (loss, guide)}, counts)``,
+    every argument checked (data values once) before any work."""
+    check_callable("model", model)
+    check_callable("guide", guide)
+    check_callable("transform", transform, optional=True)
+    minimum = {"num_draws": 2, "train_steps": 0, "seed": 0}  # a variance needs two draws
+    counts = {name: value if name == "batch_size" and value is None  # None: all rows
+              else check_size(name, value, minimum.get(name, 1)) for name, value in counts.items()}
+    tensors = check_model_data(model, data, "data")
+    if train_data is not None and transform is not None:  # the model sees transform's output
+        check_tensors(train_data, "train_data")
+    elif train_data is not None:
+        check_model_data(model, train_data, "train_data")
+    if test_data is not None:
+        check_model_data(model, test_data, "test_data")
+    return tensors, _check_losses(losses, counts["num_particles"], guide), counts
 
 
 def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_draws: int = 50,
@@ -80,8 +100,8 @@ def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_dr
         another guide (e.g. :func:`~pyro_lvm.infer.score_function_guide` of the same one).
         Parameters a row creates (Pyro's baseline averages) are removed before the next.
     :param data: the training data ``(N, ...)``, or a tuple of tensors sharing N (as
-        :func:`~pyro_lvm.train.fit` takes); statistics use the whole of it as one batch
-        (pass a subset for large data).
+        :func:`~pyro_lvm.train.fit` takes, integer labels included); statistics use the
+        whole of it as one batch (pass a subset for large data).
     :param int train_steps: epochs of :func:`~pyro_lvm.train.fit` per loss, from the
         same start (0: no training).
     :param train_data: what training uses (default ``data``), in batches of ``batch_size``.
@@ -90,32 +110,22 @@ def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_dr
         ``log p(x)`` at the current parameters (used instead of importance sampling).
     :returns: one dict per loss: ``loss``, ``bound``, ``bound_se`` (nats per point),
         ``ms_per_step``, ``{group}_variance``, ``{group}_snr``, and ``test_log_likelihood``.
-    :raises ValueError: bad data (:func:`~pyro_lvm.data.check_data`), counts that are not
-        integers (``num_draws`` >= 2), or no losses.
+    :raises ValueError: bad model, guide, data (:func:`~pyro_lvm.checks.check_tensors` and
+        the model's declared inputs), losses (:func:`~pyro_lvm.infer.resolve_loss`),
+        counts that are not integers (``num_draws`` >= 2, ``train_steps`` >= 0), a
+        non-positive ``lr``, or ``transform``/``exact_log_likelihood`` not callable.
     """
-    args = tuple(data) if isinstance(data, (tuple, list)) else (data,)
-    for i, t in enumerate(args):
-        check_data(t, "data" if len(args) == 1 else f"data[{i}]", ndim=None)
-    num_particles = check_size("num_particles", num_particles)
-    num_draws = check_size("num_draws", num_draws, 2)  # a variance needs two draws
-    train_steps, timing_steps = check_size("train_steps", train_steps, 0), check_size("timing_steps", timing_steps)
-    eval_samples = check_size("eval_samples", eval_samples)
-    if batch_size is not None:
-        batch_size = check_size("batch_size", batch_size)
-    if not isinstance(losses, (dict, list, tuple)) or not losses:
-        raise ValueError(f"losses must be a non-empty list of names or dict {{label: loss}}, got {losses!r}")
-    for d, label in ((train_data, "train_data"), (test_data, "test_data")):
-        for i, t in enumerate(d if isinstance(d, (tuple, list)) else () if d is None else (d,)):
-            check_data(t, label if not isinstance(d, (tuple, list)) else f"{label}[{i}]", ndim=None)
+    args, losses, counts = _checked(
+        model, guide, data, losses, train_data, test_data, transform,
+        num_particles=num_particles, num_draws=num_draws, train_steps=train_steps,
+        timing_steps=timing_steps, eval_samples=eval_samples, batch_size=batch_size, seed=seed)
+    lr = check_positive("lr", lr)
+    check_callable("exact_log_likelihood", exact_log_likelihood, optional=True)
     n = args[0].shape[0]
     pyro.set_rng_seed(seed)
-    if not isinstance(losses, dict):
-        losses = {name: name for name in losses}
-    losses = {k: v if isinstance(v, tuple) else (v, guide) for k, v in losses.items()}
-    losses = {k: (make_loss(loss, num_particles) if isinstance(loss, str) else loss, g)
-              for k, (loss, g) in losses.items()}
-    for loss, row_guide in losses.values():
-        loss.loss(model, row_guide, *args)  # registers every parameter in the param store
+    with checked_values():
+        for loss, row_guide in losses.values():
+            loss.loss(model, row_guide, *args)  # registers every parameter in the param store
     store = pyro.get_param_store()
     start = {name: p.detach().clone() for name, p in store.named_parameters()}
 
@@ -128,36 +138,50 @@ def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_dr
                 p.copy_(start[name])
 
     rows = []
-    for label, (loss, guide) in losses.items():
+    for label, (loss, row_guide) in losses.items():
         restore()
         pyro.set_rng_seed(seed)
-        stats = gradient_statistics(loss, model, guide, args, num_draws)
-        values = -stats["values"] / n
-        row = {"loss": label, "bound": values.mean().item(),
-               "bound_se": (values.std() / len(values) ** 0.5).item()}
-        for group, s in stats["groups"].items():
-            row[f"{group}_variance"], row[f"{group}_snr"] = s["variance"], s["snr"]
-        restore()
-        t0 = time.perf_counter()
-        for _ in range(timing_steps):
-            loss.loss_and_grads(model, guide, *args)
-        row["ms_per_step"] = 1e3 * (time.perf_counter() - t0) / timing_steps
-        for p in pyro.get_param_store().values():
-            p.unconstrained().grad = None
-        if train_steps:
+        rows.append({"loss": label, **_measure(loss, model, row_guide, args, n, counts)})
+        if counts["train_steps"]:
             restore()
-            train_data = data if train_data is None else train_data
-            rows_train = (train_data[0] if isinstance(train_data, (tuple, list)) else train_data).shape[0]
-            fit(model, guide, train_data, loss=loss, lr=lr, num_epochs=train_steps,
-                batch_size=batch_size or rows_train, transform=transform, seed=seed, progress=False)
-            if test_data is not None:
-                with torch.no_grad():
-                    ll = (exact_log_likelihood(test_data) if exact_log_likelihood else
-                          evaluate.log_likelihood(model, guide, test_data, num_samples=eval_samples))
-                row["test_log_likelihood"] = ll.mean().item()
-        rows.append(row)
+            rows[-1].update(_train_and_test(loss, model, row_guide, data, train_data, test_data,
+                                            counts, lr, transform, exact_log_likelihood))
     restore()
     return rows
+
+
+def _measure(loss, model, guide, args, n, counts) -> dict:
+    """Bound (nats per point), gradient statistics per group and ms per step of one loss
+    at the current parameters."""
+    with checked_values():  # the data were checked at the door
+        stats = gradient_statistics(loss, model, guide, args, counts["num_draws"])
+        values = -stats["values"] / n
+        row = {"bound": values.mean().item(), "bound_se": (values.std() / len(values) ** 0.5).item()}
+        for group, s in stats["groups"].items():
+            row[f"{group}_variance"], row[f"{group}_snr"] = s["variance"], s["snr"]
+        t0 = time.perf_counter()
+        for _ in range(counts["timing_steps"]):
+            loss.loss_and_grads(model, guide, *args)
+        row["ms_per_step"] = 1e3 * (time.perf_counter() - t0) / counts["timing_steps"]
+    for p in pyro.get_param_store().values():
+        p.unconstrained().grad = None
+    return row
+
+
+def _train_and_test(loss, model, guide, data, train_data, test_data, counts, lr, transform,
+                    exact_log_likelihood) -> dict:
+    """``train_steps`` epochs of :func:`~pyro_lvm.train.fit`, then the test log-likelihood."""
+    train_data = data if train_data is None else train_data
+    rows_train = (train_data[0] if isinstance(train_data, tuple) else train_data).shape[0]
+    fit(model, guide, train_data, loss=loss, lr=lr, num_epochs=counts["train_steps"],
+        batch_size=counts["batch_size"] or rows_train, transform=transform, seed=counts["seed"],
+        progress=False)
+    if test_data is None:
+        return {}
+    with torch.no_grad():
+        ll = (exact_log_likelihood(test_data) if exact_log_likelihood else
+              evaluate.log_likelihood(model, guide, test_data, num_samples=counts["eval_samples"]))
+    return {"test_log_likelihood": ll.mean().item()}
 
 
 def markdown_table(rows: list[dict], digits: int = 3) -> str:

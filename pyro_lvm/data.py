@@ -13,9 +13,12 @@ from pathlib import Path
 
 import torch
 
+from .checks import check_data, check_generator, check_size, check_values
+
 __all__ = [
     "DATA_ENV",
     "MIRROR_ENV",
+    "MNIST_COUNTS",
     "MNIST_SHA256",
     "MNIST_SHAPE",
     "binarize",
@@ -32,6 +35,8 @@ DATA_ENV = "PYRO_LVM_DATA"
 MNIST_SHAPE = (28, 28)
 #: Environment variable naming a mirror (base URL) tried before torchvision's list.
 MIRROR_ENV = "PYRO_LVM_MNIST_MIRROR"
+#: Images (and labels) in the official files of each split.
+MNIST_COUNTS = {"train": 60000, "t10k": 10000}
 #: SHA-256 of the four uncompressed MNIST files.
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -44,13 +49,23 @@ MNIST_SHA256 = {
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"`` into CUDA when available, else CPU; pass others through.
 
-    :raises ValueError: ``"cuda"`` asked for on a machine without CUDA.
+    :raises ValueError: not a device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
+        ``torch.device``), or a CUDA device this machine does not have.
     """
-    if str(device) == "auto":
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:  # "gpu", 3.5, None
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or a "
+                         f"torch.device, got {device!r}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False")
+        raise ValueError(f"device {str(device)!r} was asked for, but torch.cuda.is_available() "
+                         "is False")
+    if device.type == "cuda" and device.index is not None and \
+            device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device} was asked for, but this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -94,15 +109,48 @@ def _read_idx_header(path: Path, kind: str) -> int:
     return dims[0]
 
 
+#: SHA-256 of files already read in this process, keyed by (path, size, mtime): loading
+#: the same unchanged files again does not hash their 55 MB again.
+_DIGESTS: dict = {}
+
+
+def _sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def _check_sha256(path: Path) -> None:
+    digest, expected = _sha256(path), MNIST_SHA256[path.name]
+    if digest != expected:
+        raise ValueError(
+            f"MNIST file {path} is damaged or is not the official MNIST: its SHA-256 is "
+            f"{digest}, the official {path.name} has {expected}. Delete it and get the file "
+            "again (load_mnist(download=True) downloads and checks all four; or copy them "
+            "from a copy whose SHA-256 matches pyro_lvm.data.MNIST_SHA256)")
+
+
 def verify_mnist_files(raw, train: bool = True) -> bool:
     """Check the split's two idx files in ``raw`` (``<folder>/MNIST/raw``) before they
-    are read: magic numbers, image size, lengths, and that images and labels agree.
+    are read: magic numbers, image size, lengths, that images and labels agree, and, for
+    files announcing the official counts (:data:`MNIST_COUNTS`), their SHA-256 against
+    :data:`MNIST_SHA256` (computed once per file, size and modification time in a
+    process).  Files of the idx format announcing other counts are read as a subset of
+    MNIST (a test fixture, a smoke run), without the checksum.
 
     torchvision reads them without these checks (a bad magic number is a bare
-    ``AssertionError``, a truncated file is reported as not found).
+    ``AssertionError``, a truncated file is reported as not found, altered bytes are
+    read as pixels).
 
     :returns: False when the files are absent (for the caller to report), else True.
-    :raises ValueError: a damaged file, named, or image and label counts that differ.
+    :raises ValueError: a damaged file or one that is not the official MNIST, named, or
+        image and label counts that differ.
     """
     prefix = "train" if train else "t10k"
     paths = {"images": Path(raw) / f"{prefix}-images-idx3-ubyte",
@@ -114,6 +162,9 @@ def verify_mnist_files(raw, train: bool = True) -> bool:
         raise ValueError(f"MNIST files disagree: {paths['images']} holds {counts['images']} "
                          f"images but {paths['labels']} holds {counts['labels']} labels "
                          "(files from different splits?)")
+    if counts["images"] == MNIST_COUNTS[prefix]:  # after the headers: cheaper causes first
+        for path in paths.values():
+            _check_sha256(path)
     return True
 
 
@@ -134,11 +185,17 @@ def load_mnist(root=None, train: bool = True, device="cpu", download: bool = Fal
         and int64 ``(N,)`` digit labels.
     :raises FileNotFoundError: the files are in none of the folders; the message
         names every path looked at and how to get the files.
-    :raises ValueError: a file is damaged (empty, truncated, bad magic number) or the
+    :raises ValueError: a bad ``root``, ``train``, ``device`` or ``download``; a file is
+        damaged (empty, truncated, bad magic number, SHA-256 not the official one) or the
         image and label files disagree (:func:`verify_mnist_files`).
     """
     from torchvision.datasets import MNIST
 
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise ValueError(f"root must be a folder (a str or path) or None, got {type(root).__name__}")
+    for name, value in (("train", train), ("download", download)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
     device = resolve_device(device)
     looked, errors = [], []
     for path in _candidate_roots(root):
@@ -165,18 +222,10 @@ def load_mnist(root=None, train: bool = True, device="cpu", download: bool = Fal
     raise FileNotFoundError(
         f"MNIST files ({split}) not found. Looked in: {', '.join(looked)}. "
         f"Put the four *-ubyte files under <folder>/MNIST/raw and pass root=<folder> "
-        f"or set {DATA_ENV}=<folder> (here: {DATA_ENV}=../shared/data); on a machine "
-        f"with internet, load_mnist(download=True) fetches them with torchvision."
+        f"or set the environment variable {DATA_ENV}=<folder>; on a machine with "
+        f"internet, load_mnist(download=True) fetches them with torchvision."
         + (f" Details: {'; '.join(errors)}" if errors else "")
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_mnist(root, mirrors=None) -> Path:
@@ -227,18 +276,40 @@ def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> 
     """Dynamic binarization: one Bernoulli draw per pixel with p = the grey level.
 
     Called on each batch as it is drawn, so every epoch sees a fresh binary
-    image (Salakhutdinov & Murray 2008, the convention of Burda et al. 2016).
+    image (Salakhutdinov & Murray 2008, the convention of Burda et al. 2016).  As a
+    per-batch step it costs no extra pass on the CPU, where ``torch.bernoulli`` checks
+    the range itself (its error becomes the ``ValueError`` below); on other devices the
+    values are checked as model bodies check theirs, when
+    :func:`~pyro_lvm.checks.check_values` says so (a device sync).
 
-    :param images: ``(..., D)`` grey levels in [0, 1] (torch itself rejects others).
+    :param images: ``(..., D)`` grey levels in [0, 1], a floating tensor.
     :param generator: a ``torch.Generator`` on ``images.device``; None uses the
         global RNG seeded by ``pyro.set_rng_seed``.
     :returns: a float tensor of zeros and ones, same shape, dtype and device.
+    :raises ValueError: ``images`` not a non-empty floating tensor or with values outside
+        [0, 1] or NaN, or ``generator`` not a generator on its device.
     """
-    return torch.bernoulli(images, generator=generator)
+    check_data(images, "images", ndim=None, values=False)
+    if images.device.type != "cpu" and check_values():
+        check_data(images, "images", ndim=None, low=0.0, high=1.0)
+    check_generator(generator, images.device)
+    try:
+        return torch.bernoulli(images, generator=generator)
+    except RuntimeError:  # the CPU kernel's range check: "Expected p_in >= 0 && ..."
+        check_data(images, "images", ndim=None, low=0.0, high=1.0)  # says what is wrong
+        raise
 
 
 def fixed_binarization(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """One fixed-seed binarization, drawn on the CPU so that it is the same on every
-    device and every run; used for the evaluation split so numbers compare."""
-    generator = torch.Generator().manual_seed(seed)
-    return binarize(images.detach().cpu(), generator).to(images.device)
+    device and every run; used for the evaluation split so numbers compare.
+
+    :param images: ``(..., D)`` grey levels in [0, 1], a floating tensor.
+    :param int seed: the generator's seed, an integer >= 0.
+    :returns: zeros and ones, same shape, dtype and device as ``images``.
+    :raises ValueError: ``images`` not a non-empty floating tensor of finite values in
+        [0, 1], or ``seed`` not an integer >= 0.
+    """
+    check_data(images, "images", ndim=None, low=0.0, high=1.0)
+    generator = torch.Generator().manual_seed(check_size("seed", seed, 0))
+    return torch.bernoulli(images.detach().cpu(), generator=generator).to(images.device)

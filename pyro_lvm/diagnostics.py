@@ -23,7 +23,7 @@ import torch
 from pyro.infer import Predictive
 
 from . import evaluate
-from .checks import check_data, check_size
+from .checks import check_callable, check_data, check_model_data, check_size, checked_values
 from .params import isolated_param_store
 
 __all__ = ["PSISResult", "anomaly_scores", "import_arviz", "psis_diagnostic", "psis_from_log_weights",
@@ -55,20 +55,36 @@ class PSISResult(NamedTuple):
     share_above: float
 
 
-def psis_from_log_weights(log_w: torch.Tensor) -> PSISResult:
-    """PSIS diagnostic from log weights ``(K, N)`` (K draws per data point).
-
-    A point whose K weights agree to rounding (within :data:`CONSTANT_ULPS` units in the
-    last place of ``max_k |log w_nk|`` in ``log_w``'s dtype, or 1e-6 nats) gets
-    ``khat = -inf`` and ``ess = K``: bounded weights, a perfect proposal.
-
-    :raises ValueError: not a floating ``(K >= 2, N)`` tensor, or NaN/+inf weights.
-    """
+def _check_log_weights(log_w: torch.Tensor) -> None:
+    """The door of :func:`psis_from_log_weights` (one pass over the weights)."""
     check_data(log_w, "log_w", values=False)
     if log_w.shape[0] < 2:
         raise ValueError(f"log weights log_w must be (K >= 2, N), got {tuple(log_w.shape)}")
     if bool(torch.isnan(log_w).any() | (log_w == torch.inf).any()):  # -inf: a zero weight
         raise ValueError("log_w contains NaN or +inf values")
+    zero = (log_w == -torch.inf).all(0).nonzero().flatten().tolist()
+    if zero:
+        shown = zero if len(zero) <= 10 else zero[:10] + ["..."]
+        raise ValueError(
+            f"the importance weights log_w of data point(s) {shown} ({len(zero)} of "
+            f"{log_w.shape[1]}) are all zero (log w = -inf for all K = {log_w.shape[0]} draws): "
+            "the guide puts no mass where the model has any (every draw z ~ q(z | x) has "
+            "p(x, z) = 0: outside the model's support, or the model gives these points "
+            "probability 0), so importance sampling with this guide says nothing about them")
+
+
+def psis_from_log_weights(log_w: torch.Tensor) -> PSISResult:
+    """PSIS diagnostic from log weights ``(K, N)`` (K draws per data point).
+
+    A point whose K weights agree to rounding (within :data:`CONSTANT_ULPS` units in the
+    last place of ``max_k |log w_nk|`` in ``log_w``'s dtype, or 1e-6 nats) gets
+    ``khat = -inf`` and ``ess = K``: bounded weights, a perfect proposal.  Some zero
+    weights (``log w = -inf``) among others are allowed.
+
+    :raises ValueError: not a floating ``(K >= 2, N)`` tensor, NaN/+inf weights, or a
+        point whose K weights are all zero (the message names the points).
+    """
+    _check_log_weights(log_w)
     az = import_arviz()
     psislw = getattr(az, "psislw", None)
     if psislw is None:  # arviz >= 1.0 keeps it in arviz_stats
@@ -95,16 +111,20 @@ def psis_from_log_weights(log_w: torch.Tensor) -> PSISResult:
 def psis_diagnostic(model, guide, x, num_samples: int = 1000, **kwargs) -> PSISResult:
     """PSIS k-hat and effective sample size per data point of ``x`` ``(N, ...)``.
 
+    :param x: a tensor ``(N, ...)`` or a tuple of tensors sharing N.
     :param int num_samples: K draws from the guide per point (>= 2; PSIS wants hundreds).
-    :raises ValueError: as :func:`pyro_lvm.evaluate.log_weights`.
+    :raises ValueError: as :func:`pyro_lvm.evaluate.log_weights` and
+        :func:`psis_from_log_weights` (a point whose weights are all zero).
     """
     num_samples = check_size("num_samples", num_samples, 2)
-    return psis_from_log_weights(evaluate.log_weights(model, guide, x, num_samples=num_samples, **kwargs))
+    return psis_from_log_weights(evaluate.log_weights(model, guide, x, num_samples=num_samples,
+                                                      **kwargs))
 
 
 def anomaly_scores(model, guide, x, num_samples: int = 100, **kwargs) -> torch.Tensor:
     """``-log p(x_n)`` estimated by importance sampling with the guide, nats, ``(N,)``:
-    high for points the model finds improbable.
+    high for points the model finds improbable.  ``x``: a tensor ``(N, ...)`` or a tuple
+    of tensors sharing N.
 
     :raises ValueError: as :func:`pyro_lvm.evaluate.log_likelihood`."""
     return -evaluate.log_likelihood(model, guide, x, num_samples=num_samples, **kwargs)
@@ -116,16 +136,23 @@ def to_inference_data(model, guide, x, sites=("z",), num_samples: int = 1000, **
     Draws come from ``pyro.infer.Predictive(model, guide=guide, return_sites=sites)``;
     each site becomes a posterior variable of shape ``(chain=1, draw=num_samples, ...)``.
 
-    :raises ValueError: bad ``num_samples``, ``sites`` or data, or sites the model lacks.
+    :param x: a tensor ``(N, ...)`` or a tuple of tensors sharing N, passed to the model
+        and guide as their positional arguments.
+    :raises ValueError: bad ``model``, ``guide``, ``num_samples``, ``sites`` or data, or
+        sites the model lacks.
     """
+    check_callable("model", model)
+    check_callable("guide", guide)
     num_samples = check_size("num_samples", num_samples)
-    if isinstance(sites, str) or not sites or not all(isinstance(s, str) for s in sites):
-        raise ValueError(f"sites must be a non-empty sequence of site names, got {sites!r}")
-    check_data(x, "x", ndim=None)
+    if isinstance(sites, str) or not isinstance(sites, (list, tuple)) or not sites \
+            or not all(isinstance(s, str) for s in sites):
+        raise ValueError(f"sites must be a non-empty list or tuple of site names, got {sites!r}")
+    tensors = check_model_data(model, x, "x")
     predictive = Predictive(model, guide=guide, num_samples=num_samples, return_sites=list(sites),
                             parallel=True)
-    with torch.no_grad(), isolated_param_store():  # the modules' parameters, not the store's
-        draws = predictive(x, **kwargs)
+    # The modules' parameters, not the store's; values were checked above.
+    with torch.no_grad(), isolated_param_store(), checked_values():
+        draws = predictive(*tensors, **kwargs)
     missing = [s for s in sites if s not in draws]
     if missing:
         raise ValueError(f"sites {missing} are not sample sites of the model/guide")

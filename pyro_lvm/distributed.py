@@ -10,7 +10,12 @@ returns a :class:`Context` that
 * wraps the loss in PyTorch's ``DistributedDataParallel``, so DDP's all-reduce averages the
   gradients.  Each process's loss keeps ``num_data = N``, so it is an unbiased estimate of the
   full-data loss and so is the mean DDP takes;
-* leaves checkpoints, the progress bar and files to rank 0 (:attr:`Context.is_main`).
+* leaves checkpoints, the progress bar and files to rank 0 (:attr:`Context.is_main`);
+* refuses what cannot be split across processes (:meth:`Context.check_split`): a global
+  batch smaller than the number of processes, and a guide with local (per-row) parameters,
+  which needs every row at every step.  Such a guide is a method of a module that says so
+  with an attribute ``num_local_rows`` (the N it holds parameters for), e.g.
+  :class:`pyro_lvm.models.gmm.MeanFieldGuide`.
 
 Why not Pyro's ``ELBOModule`` alone: ``loss(model, guide)`` is the ``nn.Module`` DDP wraps,
 but it owns parameters only when model and guide are ``nn.Module`` s; our models are callables
@@ -96,6 +101,24 @@ class Context:
         out = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
+
+    def check_split(self, guide, batch_size: int) -> None:
+        """Refuse a fit that cannot be split across the processes.
+
+        :raises ValueError: ``batch_size`` (the global batch) smaller than the number of
+            processes, or, with more than one process, ``guide`` a method of a module with
+            ``num_local_rows`` (local parameters: each process sees only its share of the rows).
+        """
+        if batch_size < self.world_size:
+            raise ValueError(f"batch_size ({batch_size}) is the global batch and must be at least "
+                             f"the number of processes ({self.world_size})")
+        owner = getattr(guide, "__self__", None)
+        num_local = getattr(owner, "num_local_rows", None)
+        if num_local is not None and self.world_size > 1:
+            raise ValueError(f"the guide {type(owner).__name__} holds local parameters for "
+                             f"{num_local} rows, but under DDP each of the {self.world_size} "
+                             "processes sees only its share of the rows; train it in one process "
+                             "(no torchrun)")
 
     def svi(self, model, guide, optim, loss_fn) -> SVI:
         """Pyro's ``SVI`` whose gradients DDP averages across ranks (plain ``SVI`` when

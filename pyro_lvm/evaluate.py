@@ -23,16 +23,20 @@ Per-point estimates conditional on one guide draw of the globals are not provide
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
-from .checks import (check_callable, check_model_inputs, check_size, check_tensors,
-                     checked_values)
-from .infer import IWAE, ais
+from pyro import poutine
+
+from .checks import check_callable, check_model_data, check_size, checked_values
+from . import ais
+from .infer import IWAE
 from .params import isolated_param_store
 
-__all__ = ["ais_log_likelihood", "bdmc", "cluster_accuracy", "elbo", "log_likelihood",
-           "log_weights"]
+__all__ = ["WeightChunk", "ais_log_likelihood", "bdmc", "cluster_accuracy", "elbo",
+           "log_likelihood", "log_weight_chunks", "log_weights"]
 
 #: Elements per chunk of (particles x points x features); bounds the memory of one pass.
 MAX_ELEMENTS = 2**23
@@ -40,20 +44,17 @@ MAX_ELEMENTS = 2**23
 
 def _checked(model, guide, data, num_samples, batch_size, max_elements, name="num_samples"):
     """The door of every evaluation: ``(tensors, num_samples, batch_size, max_elements)``
-    checked, before any work.
+    checked, before any work; each data tensor's values are read once, here.
 
     :raises ValueError: naming the bad argument.
     """
-    if not callable(model) or not callable(guide):
-        raise ValueError(f"model and guide must be callable, got {type(model).__name__} and "
-                         f"{type(guide).__name__}")
+    check_callable("model", model)
+    check_callable("guide", guide)
     num_samples = check_size(name, num_samples)
     max_elements = check_size("max_elements", max_elements)
     if batch_size is not None:
         batch_size = check_size("batch_size", batch_size)
-    tensors = check_tensors(data, "x")
-    check_model_inputs(model, tensors)
-    return tensors, num_samples, batch_size, max_elements
+    return check_model_data(model, data, "x"), num_samples, batch_size, max_elements
 
 
 def _rows_per_block(n, width, batch_size, max_elements, particles=1):
@@ -63,42 +64,74 @@ def _rows_per_block(n, width, batch_size, max_elements, particles=1):
     return min(n, batch_size or max(1, max_elements // (particles * width)))
 
 
-def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, **kwargs):
+def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, return_sites=None,
+            **kwargs):
     """Yield ``(rows, log_w)`` with ``log_w`` of shape ``(k, len(rows))``, or
     ``(k, 1)`` with ``rows = None`` for pairs with global latents; the particle
-    chunks of each row block add up to ``num_samples``.  Arguments as returned by
-    :func:`_checked`."""
+    chunks of each row block add up to ``num_samples``.  With ``return_sites`` (a tuple of
+    names), :class:`WeightChunk` s with the guide's values there.  Arguments as returned
+    by :func:`_checked`."""
     n = tensors[0].shape[0]
     width = max(1, tensors[0][0].numel())
     batch_size = _rows_per_block(n, width, batch_size, max_elements)
     per_pass = max(1, min(num_samples, max_elements // (batch_size * width)))
-    # A store of its own: the modules' parameters are scored, never another model's
-    # that happens to share their names in the global store (or a training run's).
-    # Values were checked at the door: the model and guide bodies check shapes only.
-    with isolated_param_store(), checked_values():
-        yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs)
+    yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs,
+                       return_sites)
 
 
-def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs):
+def _one_pass(estimator, model, guide, tensors, kwargs):
+    """The weights of one chunk.  A store of its own: the modules' parameters are scored,
+    never another model's that happens to share their names in the global store (or a
+    training run's).  Values were checked at the door: the model and guide bodies check
+    shapes only.  Entered per pass, so that the caller's code between chunks runs in its
+    own state (store, gradient mode)."""
+    with isolated_param_store(), checked_values(), torch.no_grad():
+        return estimator.log_weights(model, guide, *tensors, **kwargs)
+
+
+def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs, return_sites):
     estimators, nesting = {}, float("inf")
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            rows = slice(start, min(n, start + batch_size))
-            done = 0
-            while done < num_samples:
-                k = min(per_pass, num_samples - done)
-                if k not in estimators:  # one per chunk size, sharing the plate nesting
-                    estimators[k] = IWAE(num_particles=k, max_plate_nesting=nesting)
-                weights = estimators[k].log_weights(model, guide, *(t[rows] for t in tensors),
-                                                    **kwargs)
-                nesting = weights.num_plates - 1  # the model's plates, without the particles
-                if weights.data_dim is None and rows != slice(0, n):
-                    raise ValueError(
-                        "this model/guide pair has sites outside the data plate (global "
-                        f"latents), so its estimates are for the whole data set: pass "
-                        f"batch_size >= N = {n} (got {batch_size})")
-                yield (None if weights.data_dim is None else rows), weights.log_w
-                done += k
+    traced = guide if return_sites is None else poutine.trace(guide)
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(n, start + batch_size))
+        done = 0
+        while done < num_samples:
+            k = min(per_pass, num_samples - done)
+            if k not in estimators:  # one per chunk size, sharing the plate nesting
+                estimators[k] = IWAE(num_particles=k, max_plate_nesting=nesting)
+            weights = _one_pass(estimators[k], model, traced, [t[rows] for t in tensors], kwargs)
+            nesting = weights.num_plates - 1  # the model's plates, without the particles
+            if weights.data_dim is None and rows != slice(0, n):
+                raise ValueError(
+                    "this model/guide pair has sites outside the data plate (global "
+                    f"latents), so its estimates are for the whole data set: pass "
+                    f"batch_size >= N = {n} (got {batch_size})")
+            block = None if weights.data_dim is None else rows
+            if return_sites is None:
+                yield block, weights.log_w
+            else:
+                yield WeightChunk(block, weights.log_w,
+                                  _site_values(traced.trace, return_sites, k, nesting))
+            done += k
+
+
+def _site_values(trace, names, k, nesting) -> dict:
+    """``{name: value}`` of the guide's sample sites, each with the leading particle dim
+    and its batch dims padded to the plate nesting, also for k = 1 (where Pyro has no
+    particle plate)."""
+    values = {}
+    for name in names:
+        site = trace.nodes.get(name)
+        if site is None or site["type"] != "sample":
+            sites = [s for s, node in trace.nodes.items() if node["type"] == "sample"]
+            raise ValueError(f"return_sites names {name!r}, which is not a sample site of the "
+                             f"guide (its sites: {sites})")
+        value = site["value"]
+        if k == 1:
+            batch_dims = value.dim() - site["fn"].event_dim
+            value = value.reshape((1,) * (1 + nesting - batch_dims) + value.shape)
+        values[name] = value
+    return values
 
 
 def _data(data):
@@ -128,6 +161,55 @@ def log_weights(model, guide, *x, num_samples: int = 1000, batch_size=None,
         out[start:start + log_w.shape[0], rows] = log_w
         filled[rows.start] = start + log_w.shape[0]
     return out
+
+
+class WeightChunk(NamedTuple):
+    """One chunk of :func:`log_weight_chunks`.
+
+    :ivar rows: the data points of the chunk, a ``slice`` of N (``None`` for pairs with
+        global latents: one weight per draw for the whole data set).
+    :ivar log_w: ``log w_nk``, ``(k, B)`` nats for the ``B`` rows and ``k`` particles of
+        the chunk (``(k, 1)`` with global latents).
+    :ivar values: ``{site: value}`` of the guide's draws at ``return_sites``, each
+        ``(k, *batch_shape, *event_shape)``: the particle dim first (also for k = 1), then
+        the site's batch dims padded on the left to the model's plate nesting, as Pyro's
+        vectorised particles give them (``(k, B, 1, z_dim)`` for a ``z`` in a data plate
+        at ``dim=-2``); ``values[s][j]`` belongs to ``log_w[j]``.
+    """
+
+    rows: slice | None
+    log_w: torch.Tensor
+    values: dict
+
+
+def log_weight_chunks(model, guide, *x, num_samples: int = 1000, batch_size=None,
+                      max_elements: int = MAX_ELEMENTS, return_sites=(), **kwargs):
+    """The log importance weights of :func:`log_weights`, chunk by chunk, with the guide's
+    draws at ``return_sites`` (as in ``pyro.infer.Predictive``): for estimates that weigh a
+    function of the latents by the weights, e.g. self-normalised importance sampling
+    ``E_p(z | x)[f(z)] ~= sum_k softmax(log w)_k f(z_k)``
+    (:func:`pyro_lvm.imputation.impute`), without storing every draw.
+
+    Chunks come row block by row block; the particle chunks of one block follow each other
+    and their ``k`` add up to ``num_samples``, so a reduction over particles combines them
+    by ``torch.logaddexp`` of their ``logsumexp``.  Each chunk holds at most
+    ``max_elements`` particles x points x features.  The arguments are checked here, at the
+    call; the chunks are computed as they are iterated, on a param store of their own and
+    without gradients, and the loop body runs in the caller's own state.
+
+    :param return_sites: names of sample sites of the guide (a tuple or list).
+    :returns: an iterator of :class:`WeightChunk` ``(rows, log_w, values)``.
+    :raises ValueError: as :func:`log_likelihood`; ``return_sites`` not a tuple or list of
+        strings, or (while iterating) naming a site the guide does not sample.
+    """
+    x, num_samples, batch_size, max_elements = _checked(model, guide, _data(x), num_samples,
+                                                        batch_size, max_elements)
+    if not isinstance(return_sites, (tuple, list)) or \
+            not all(isinstance(name, str) for name in return_sites):
+        raise ValueError(f"return_sites must be a tuple of site names such as ('z',), got "
+                         f"{return_sites!r}")
+    return _chunks(model, guide, x, num_samples, batch_size, max_elements,
+                   return_sites=tuple(return_sites), **kwargs)
 
 
 def log_likelihood(model, guide, *x, num_samples: int = 5000, batch_size=None,
@@ -184,10 +266,10 @@ def elbo(model, guide, *x, num_particles: int = 1, batch_size=None,
     return total / num_particles
 
 
-def _ais_blocks(model, guide, data, options, batch_size, max_elements):
-    """The door of the AIS functions, then the data in row blocks sized like
-    :func:`log_likelihood`'s with all ``num_chains`` chains of a point in one pass; yields
-    tuples of tensors inside the same param-store and value-check scope as :func:`_chunks`.
+def _ais_blocks(model, guide, data, options, batch_size, max_elements) -> list:
+    """The door of the AIS functions, then the data in row blocks (tuples of tensors) sized
+    like :func:`log_likelihood`'s, with all ``num_chains`` chains of a point in one pass.
+    Each block's work runs in :func:`_ais_scope`.
 
     :raises ValueError: naming the bad argument."""
     check_callable("model", model)
@@ -195,14 +277,18 @@ def _ais_blocks(model, guide, data, options, batch_size, max_elements):
     max_elements = check_size("max_elements", max_elements)
     if batch_size is not None:
         batch_size = check_size("batch_size", batch_size)
-    tensors = check_tensors(data, "x")
-    check_model_inputs(model, tensors)
+    tensors = check_model_data(model, data, "x")
     n = tensors[0].shape[0]
     rows = _rows_per_block(n, max(1, tensors[0][0].numel()), batch_size, max_elements,
                            options.num_chains)
+    return [tuple(t[start:start + rows] for t in tensors) for start in range(0, n, rows)]
+
+
+def _ais_scope(run, *args):
+    """``run(*args)`` in the scope of :func:`_one_pass`: a param store of its own, the
+    bodies' value checks off (the door checked them)."""
     with isolated_param_store(), checked_values():
-        for start in range(0, n, rows):
-            yield tuple(t[start:start + rows] for t in tensors)
+        return run(*args)
 
 
 def ais_log_likelihood(model, guide, *x, num_steps: int = 1000, num_chains: int = 16,
@@ -218,7 +304,7 @@ def ais_log_likelihood(model, guide, *x, num_steps: int = 1000, num_chains: int 
     distribution; the log-mean-exp of the weights over chains.  A stochastic lower bound
     (``E[estimate] <= log p(x_n)``) that, unlike :func:`log_likelihood`, tightens with
     ``num_steps`` even when the guide is a poor proposal.  The mathematics, the schedule,
-    the step-size adaptation and which pairs work: :mod:`pyro_lvm.infer.ais`.
+    the step-size adaptation and which pairs work: :mod:`pyro_lvm.ais`.
 
     Cost: about ``num_chains * (1 + (num_steps - 1) * (num_leapfrog + 1))`` evaluations
     of ``log p(x_n, z)`` and its gradient per point; ``num_steps=1`` is
@@ -241,7 +327,7 @@ def ais_log_likelihood(model, guide, *x, num_steps: int = 1000, num_chains: int 
     :param str schedule: ``"sigmoid"`` (Grosse et al. 2015) or ``"linear"``.
     :param batch_size: data points per pass (default: as many as ``max_elements`` allows
         with all chains, all N if they fit).
-    :param bool return_diagnostics: return an :class:`~pyro_lvm.infer.ais.AISResult`
+    :param bool return_diagnostics: return an :class:`~pyro_lvm.ais.AISResult`
         (estimate, standard error across chains, mean acceptance rate, final step sizes,
         each ``(N,)``) instead of the estimate alone.
     :raises ValueError: a count not a positive integer, ``step_size`` not finite and
@@ -251,10 +337,9 @@ def ais_log_likelihood(model, guide, *x, num_steps: int = 1000, num_chains: int 
     """
     options = ais.check_options(num_steps, num_chains, num_leapfrog, step_size, target_accept,
                                 schedule)
-    results = [ais.anneal(ais.AnnealingPath(model, guide, block, kwargs, options.num_chains),
-                          options)
-               for block in _ais_blocks(model, guide, _data(x), options, batch_size, max_elements)]
-    result = _cat(results)
+    blocks = _ais_blocks(model, guide, _data(x), options, batch_size, max_elements)
+    result = _cat([_ais_scope(ais.forward, model, guide, block, kwargs, options)
+                   for block in blocks])
     return result if return_diagnostics else result.log_likelihood
 
 
@@ -280,7 +365,7 @@ def bdmc(model, guide, *x, num_steps: int = 1000, num_chains: int = 16, num_leap
     :param x: data of the shape the model observes (a tensor, or a tuple whose observed
         tensor the model's observed site takes as ``obs=`` unchanged).
     :param num_steps, ...: as :func:`ais_log_likelihood`, for both directions.
-    :returns: :class:`~pyro_lvm.infer.ais.BDMCResult` with ``lower``, ``upper`` (``(N,)``
+    :returns: :class:`~pyro_lvm.ais.BDMCResult` with ``lower``, ``upper`` (``(N,)``
         nats), ``data`` (the simulated data, given form), ``gap`` (mean of upper - lower)
         and both runs' diagnostics.
     :raises ValueError: as :func:`ais_log_likelihood`, or a model none of whose observed
@@ -288,14 +373,9 @@ def bdmc(model, guide, *x, num_steps: int = 1000, num_chains: int = 16, num_leap
     """
     options = ais.check_options(num_steps, num_chains, num_leapfrog, step_size, target_accept,
                                 schedule)
-    forward, reverse, data = [], [], []
-    for block in _ais_blocks(model, guide, _data(x), options, batch_size, max_elements):
-        simulated, latents = ais.simulate(model, block, kwargs)
-        path = ais.AnnealingPath(model, guide, simulated, kwargs, options.num_chains)
-        forward.append(ais.anneal(path, options))
-        start = path.layout.flatten(latents).expand_as(path.draw).clone()
-        reverse.append(ais.anneal(path, options, start))
-        data.append(simulated)
+    blocks = _ais_blocks(model, guide, _data(x), options, batch_size, max_elements)
+    forward, reverse, data = zip(*(_ais_scope(ais.sandwich, model, guide, block, kwargs, options)
+                                   for block in blocks))
     data = tuple(torch.cat(parts) for parts in zip(*data))
     forward, reverse = _cat(forward), _cat(reverse)
     return ais.BDMCResult(forward.log_likelihood, reverse.log_likelihood,
@@ -306,24 +386,39 @@ def _cat(results) -> ais.AISResult:
     return ais.AISResult(*(torch.cat(parts) for parts in zip(*results)))
 
 
+def _labels(name, values):
+    """``values`` as a ``(N,)`` numpy array of non-negative integers (``torch.int64``
+    labels, numpy arrays and Python lists of ints are accepted)."""
+    try:
+        array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
+    except (TypeError, ValueError) as err:  # ragged lists, objects numpy cannot read
+        raise ValueError(f"{name} must be a sequence of non-negative integers, got "
+                         f"{type(values).__name__}: {err}") from err
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty (N,) sequence of integers, got "
+                         f"{type(values).__name__} of shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be non-negative integers, got dtype {array.dtype}")
+    if array.min() < 0:
+        raise ValueError(f"{name} must be non-negative integers, got min {array.min()}")
+    return array
+
+
 def cluster_accuracy(labels, clusters) -> float:
     """Share of points whose cluster, matched one-to-one to a label by the Hungarian
     algorithm (``scipy.optimize.linear_sum_assignment``), equals their label.
 
-    :param labels, clusters: integer sequences of length N (tensors or arrays).
-    :raises ValueError: unequal lengths, empty, or not non-negative integers.
+    :param labels, clusters: integer sequences of length N (tensors, arrays or lists).
+    :returns: the accuracy, in [0, 1].
+    :raises ValueError: unequal lengths, empty, not 1-dimensional, or not non-negative
+        integers (floats and bools included).
     """
-    import numpy as np
     from scipy.optimize import linear_sum_assignment
 
-    labels, clusters = np.asarray(torch.as_tensor(labels).cpu()), np.asarray(torch.as_tensor(clusters).cpu())
-    if labels.shape != clusters.shape or labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"labels and clusters must be two (N,) sequences, N >= 1, got "
+    labels, clusters = _labels("labels", labels), _labels("clusters", clusters)
+    if labels.shape != clusters.shape:
+        raise ValueError(f"labels and clusters must be two (N,) sequences of one length, got "
                          f"{labels.shape}, {clusters.shape}")
-    for name, v in (("labels", labels), ("clusters", clusters)):
-        if v.dtype.kind not in "iu" or v.min() < 0:
-            raise ValueError(f"{name} must be non-negative integers, got dtype {v.dtype}, "
-                             f"min {v.min()}")
     counts = np.zeros((clusters.max() + 1, labels.max() + 1))
     np.add.at(counts, (clusters, labels), 1)
     rows, cols = linear_sum_assignment(-counts)

@@ -9,6 +9,9 @@
   have the same expectation (reparameterised vs score function, ``iwae`` vs
   ``dreg``, ``iwae`` K=1 vs ``elbo``).
 * :func:`assert_unbiased`: a loss's value and gradient against closed forms.
+* :func:`gradient_draws`: independent draws of a loss's value and gradient, as SVI takes
+  them (what the assertions compare; :func:`pyro_lvm.compare.compare_losses` reads its
+  gradient variance and SNR from them too).
 
 Each Monte Carlo assertion draws ``num_draws`` independent estimates from a
 seeded start (``seed``), compares means by their standard errors (sample
@@ -19,7 +22,11 @@ Every tolerance also allows ``1e-5`` relative for float32 rounding, which is
 all that is left for quantities without spread (deterministic).  Failures raise ``AssertionError`` listing the
 estimates, their standard errors, and the tolerance used.
 
-Losses are given by name (any of :func:`pyro_lvm.infer.make_loss`, built with
+Every function checks its arguments at its door (model, guide, the data as
+:func:`~pyro_lvm.checks.check_model_data` takes them, counts, ``seed``, ``false_alarm``,
+losses, closed forms) and raises ``ValueError`` naming the bad one before any draw.
+
+Losses are given as :func:`pyro_lvm.infer.resolve_loss` takes them: by name (built with
 ``num_particles``), as a loss object, or as a ``(loss, guide)`` tuple when one
 estimator needs another guide (e.g. :func:`~pyro_lvm.infer.score_function_guide`).
 Values are in nats for the whole data set, as the losses return them.  Pyro's
@@ -29,24 +36,27 @@ it, for speed.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
+from typing import NamedTuple
 
 import torch
 from scipy import stats
 
 import pyro
 from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 from pyro.infer.util import is_validation_enabled
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
-from .checks import check_size
-from .infer import IWAE, make_loss
+from .checks import check_callable, check_model_data, check_positive, check_size, checked_values
+from .infer import IWAE, resolve_loss
 from .infer.importance import data_plate_name, plates_by_site
 from .params import traced_params
 
-__all__ = ["check_pair", "assert_bounds_ordered", "assert_gradients_agree", "assert_unbiased"]
+__all__ = ["check_pair", "assert_bounds_ordered", "assert_gradients_agree", "assert_unbiased",
+           "gradient_draws", "GradientDraws"]
 
 #: Relative tolerance added to every comparison for float32 rounding (sums of log-densities).
 ROUNDING = 1e-5
@@ -55,8 +65,38 @@ ROUNDING = 1e-5
 # --------------------------------------------------------------------------- structure
 
 
-def _is_subsample(site):
-    return type(site["fn"]).__name__ == "_Subsample"
+def _check_pair_inputs(model, guide, data: tuple, kwargs: dict) -> tuple:
+    """The door every assertion shares: callables that take ``(*data, **kwargs)``, and the
+    data as :func:`~pyro_lvm.checks.check_model_data` takes them (values once); a pair may
+    take no data at all, as many of Pyro's own test models do."""
+    for name, fn in (("model", model), ("guide", guide)):
+        check_callable(name, fn)
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin or wrapper without one: Python will tell
+            continue
+        try:
+            signature.bind(*data, **kwargs)
+        except TypeError as err:
+            raise ValueError(f"{name} cannot be called with the {len(data)} data tensor(s) and "
+                             f"keywords {sorted(kwargs)} given: {err}") from err
+    return check_model_data(model, data, "data") if data else ()
+
+
+def _shape_problems(trace, who) -> list:
+    """Pyro's ``check_site_shape`` of every sample site of ``trace``, as problem lines."""
+    try:
+        trace.compute_log_prob()
+    except ValueError as error:
+        return [f"{who}: {error}"]
+    problems = []
+    for site in trace.nodes.values():
+        if site["type"] == "sample":
+            try:
+                check_site_shape(site, max_plate_nesting=math.inf)
+            except ValueError as error:
+                problems.append(f"{who}: {error}")
+    return problems
 
 
 def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
@@ -77,13 +117,19 @@ def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
     * with ``per_point=True`` (per-point :func:`pyro_lvm.evaluate.log_likelihood`,
       ``(N,)``): sites outside one common data plate.
 
+    :param data: a tensor ``(N, ...)``, several sharing N (e.g. ``x, mask``), or none.
+    :raises ValueError: ``model`` or ``guide`` not callable, bad data, ``per_point`` not a bool.
     :raises AssertionError: listing the problems.
     """
+    data = _check_pair_inputs(model, guide, data, kwargs)
+    if not isinstance(per_point, bool):
+        raise ValueError(f"per_point must be True or False, got {per_point!r}")
     problems = []
     try:
-        guide_trace = poutine.trace(guide).get_trace(*data, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *data, **kwargs)
+        with checked_values():
+            guide_trace = poutine.trace(guide).get_trace(*data, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                *data, **kwargs)
     except Exception as error:  # the user's code failed: report it as the one problem
         raise AssertionError(f"running the guide and model failed: {type(error).__name__}: "
                              f"{error}") from error
@@ -96,7 +142,7 @@ def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
     problems += [str(w.message) for w in caught]
 
     subsampled = {s["name"]: (s["fn"].size, len(s["value"])) for s in guide_trace.nodes.values()
-                  if s["type"] == "sample" and _is_subsample(s)}
+                  if site_is_subsample(s)}
     model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or name not in model_trace.nodes:
@@ -106,27 +152,13 @@ def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
                 hasattr(guide_fn, "support") and str(model_fn.support) != str(guide_fn.support):
             problems.append(f"site '{name}': the guide's support {guide_fn.support} differs from "
                             f"the model's {model_fn.support}")
-    for trace, who in ((model_trace, "model"), (guide_trace, "guide")):
-        try:
-            trace.compute_log_prob()
-        except ValueError as error:
-            problems.append(f"{who}: {error}")
-            continue
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                try:
-                    check_site_shape(site, max_plate_nesting=math.inf)
-                except ValueError as error:
-                    problems.append(f"{who}: {error}")
-    for plate, (size, batch) in subsampled.items():
-        if batch == size:
-            continue
-        for name, site in guide_trace.nodes.items():
-            if site["type"] == "param" and size in site["value"].shape:
-                problems.append(
-                    f"guide parameter '{name}' {tuple(site['value'].shape)} has a dim of the data "
-                    f"size {size} but plate '{plate}' takes {batch} rows: declare it local with "
-                    "pyro.param(..., event_dim=...) inside the plate")
+    problems += _shape_problems(model_trace, "model") + _shape_problems(guide_trace, "guide")
+    problems += [f"guide parameter '{name}' {tuple(site['value'].shape)} has a dim of the data "
+                 f"size {size} but plate '{plate}' takes {batch} rows: declare it local with "
+                 "pyro.param(..., event_dim=...) inside the plate"
+                 for plate, (size, batch) in subsampled.items() if batch != size
+                 for name, site in guide_trace.nodes.items()
+                 if site["type"] == "param" and size in site["value"].shape]
     if per_point:
         sites = [s for t in (model_trace, guide_trace) for s in t.nodes.values()
                  if s["type"] == "sample"]
@@ -141,21 +173,45 @@ def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
 # --------------------------------------------------------------------------- Monte Carlo
 
 
-def _resolve(entry, num_particles, guide):
-    """``(label, loss, guide)`` from a loss name, a loss object or a ``(loss, guide)`` tuple."""
-    if isinstance(entry, tuple):
-        entry, guide = entry
-    if isinstance(entry, str):
-        return f"{entry}(K={num_particles})", make_loss(entry, num_particles=num_particles), guide
-    return type(entry).__name__, entry, guide
+class GradientDraws(NamedTuple):
+    """``values`` ``(num_draws,)``: the bound (``-loss``) of each draw, nats, float64;
+    ``grads`` ``{name: (num_draws, *shape)}``: the loss's gradient of each draw with respect
+    to each parameter's unconstrained value (what ``.grad`` holds after an SVI step), float64."""
+
+    values: torch.Tensor
+    grads: dict
 
 
-def _check_monte_carlo(num_draws, false_alarm) -> int:
+def _label(entry, num_particles) -> str:
+    name = entry[0] if isinstance(entry, tuple) else entry
+    return f"{name}(K={num_particles})" if isinstance(name, str) else type(name).__name__
+
+
+def _check_monte_carlo(num_draws, seed, false_alarm) -> int:
     """The door of every Monte Carlo assertion: ``num_draws`` an integer >= 2 (a standard
-    error needs two draws) and ``false_alarm`` in (0, 1)."""
-    if not 0 < false_alarm < 1:
+    error needs two draws), ``seed`` an integer >= 0 and ``false_alarm`` in (0, 1)."""
+    check_size("seed", seed, 0)
+    if check_positive("false_alarm", false_alarm) >= 1:
         raise ValueError(f"false_alarm must be a probability in (0, 1), got {false_alarm!r}")
     return check_size("num_draws", num_draws, 2)
+
+
+def _check_exact(name, value) -> torch.Tensor:
+    """A closed form given by the caller: a finite number or tensor, as float64."""
+    try:
+        value = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be a number or a tensor, got {type(value).__name__}") from err
+    if value.numel() == 0 or not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must be finite and non-empty, got {value}")
+    return value
+
+
+def _broadcasts(shape, to) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, to) == to
+    except RuntimeError:
+        return False
 
 
 def _t_quantile(false_alarm, comparisons, draws, two_sided=True):
@@ -179,39 +235,76 @@ def _values(loss, model, guide, data, kwargs, num_draws):
     return torch.tensor(values, dtype=torch.float64)
 
 
-def _param_names(model, guide, data, kwargs):
-    """Names of the trainable parameters the pair touches (Pyro's baseline averages excluded)."""
-    groups = traced_params(model, guide, *data, **kwargs)
-    return sorted(n for group in groups.values() for n in group if not n.startswith("__baseline"))
+def _param_values(model, guide, data, kwargs) -> dict:
+    """``{name: value}`` of the parameters the pair registers (registering them)."""
+    return {n: v for group in traced_params(model, guide, *data, **kwargs).values()
+            for n, v in group.items()}
 
 
-def _gradients(loss, model, guide, data, kwargs, num_draws, names=None):
-    """``(names, values (num_draws,), grads (num_draws, P))``: gradients of ``loss`` with
-    respect to each parameter's unconstrained value (what ``.grad`` holds after SVI)."""
-    loss.loss(model, guide, *data, **kwargs)  # registers every parameter (and guesses plates)
-    names = names or _param_names(model, guide, data, kwargs)
+def _draws(loss, model, guide, data, kwargs, num_draws, names) -> GradientDraws:
+    """:class:`GradientDraws` of the registered parameters ``names``: each draw one
+    ``loss.loss_and_grads``, as SVI takes it; Pyro's validation as in :func:`_values`."""
     store = pyro.get_param_store()
     params = [store.get_param(n).unconstrained() for n in names]
     values, grads = [], []
     for i in range(num_draws):
-        with pyro.validation_enabled(is_validation_enabled() and i == 0):  # as in _values
-            value = loss.differentiable_loss(model, guide, *data, **kwargs)
-        values.append(-float(value.detach()))
-        if not params:
-            grads.append(torch.zeros(0))
-            continue
-        parts = torch.autograd.grad(value, params, allow_unused=True) if value.requires_grad \
-            else [None] * len(params)
-        grads.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).double()
-                                for p, g in zip(params, parts)]))
-    return names, params, torch.tensor(values, dtype=torch.float64), torch.stack(grads)
+        for p in params:
+            p.grad = None
+        with pyro.validation_enabled(is_validation_enabled() and i == 0):
+            values.append(-float(loss.loss_and_grads(model, guide, *data, **kwargs)))
+        grads.append([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+                      for p in params])
+    for p in store.values():  # leave no gradient behind, baselines' included
+        p.unconstrained().grad = None
+    return GradientDraws(torch.tensor(values, dtype=torch.float64),
+                         {n: torch.stack([g[j] for g in grads]).double() for j, n in enumerate(names)})
 
 
-def _element_labels(names, params):
-    return [f"{n}[{i}]" if p.numel() > 1 else n for n, p in zip(names, params) for i in range(p.numel())]
+def _check_names(arg, names, params: dict) -> list:
+    """``names`` sorted, refused unless strings naming parameters in ``params``."""
+    if not isinstance(names, (list, tuple, dict)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{arg} must name parameters by strings, got {names!r}")
+    unknown = sorted(set(names) - set(params))
+    if unknown:
+        raise ValueError(f"{arg}: the model and guide register no parameters {unknown}; "
+                         f"they register {sorted(params)}")
+    return sorted(names)
 
 
-def _compare(label, estimate, se, target, target_se, crit):
+def gradient_draws(loss, model, guide, *data, num_draws: int = 100, names=None,
+                   num_particles: int = 1, **kwargs) -> GradientDraws:
+    """``num_draws`` independent draws of a loss's value and gradient at the current
+    parameters (each one ``loss.loss_and_grads``, as an SVI step takes it), for the
+    assertions here and :func:`pyro_lvm.compare.compare_losses`' gradient statistics.
+
+    :param loss: a name of :func:`~pyro_lvm.infer.make_loss` (built with
+        ``num_particles``), a loss object, or a ``(loss, guide)`` tuple.
+    :param names: the parameters whose gradients are drawn (default: every parameter
+        the model and guide register, sorted).
+    :returns: :class:`GradientDraws`; the parameters' ``.grad`` are left empty.
+    :raises ValueError: bad loss, model, guide, data or ``num_draws``, or ``names`` that
+        are not the pair's parameters.
+    """
+    loss, guide = resolve_loss(loss, num_particles, check_callable("guide", guide))
+    data = _check_pair_inputs(model, guide, data, kwargs)
+    num_draws = check_size("num_draws", num_draws)
+    with checked_values():
+        params = _param_values(model, guide, data, kwargs)
+        names = sorted(params) if names is None else _check_names("names", names, params)
+        return _draws(loss, model, guide, data, kwargs, num_draws, names)
+
+
+def _element_labels(grads: dict) -> list:
+    return [f"{n}[{i}]" if g[0].numel() > 1 else n for n, g in grads.items()
+            for i in range(g[0].numel())]
+
+
+def _flat(grads: dict) -> torch.Tensor:
+    """``(num_draws, P)``: the gradients of all parameters side by side."""
+    return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], 1)
+
+
+def _compare(estimate, se, target, target_se, crit):
     """Failure lines for elements whose difference exceeds ``crit`` standard errors (or
     rounding where there is no spread)."""
     diff = (estimate - target).abs()
@@ -219,6 +312,27 @@ def _compare(label, estimate, se, target, target_se, crit):
     bad = (diff > tol).nonzero().flatten().tolist()
     return [(i, float(estimate[i]), float(se[i]), float(target[i]), float(target_se[i]),
              float(tol[i])) for i in bad]
+
+
+def _bound_chain(losses, num_particles, guide) -> list:
+    """The door's plan of :func:`assert_bounds_ordered`: per loss, its ``(label, loss,
+    guide)`` at each K, in rising K."""
+    if isinstance(losses, str) or not isinstance(losses, (list, tuple)) or not losses:
+        raise ValueError(f"losses must be a non-empty list or tuple of losses, got {losses!r}")
+    if isinstance(num_particles, (str, bytes)) or not hasattr(num_particles, "__iter__"):
+        raise ValueError(f"num_particles must be a sequence of particle counts, got "
+                         f"{num_particles!r}")
+    ks = sorted({check_size("num_particles[]", k) for k in num_particles})
+    plan = []
+    for i, entry in enumerate(losses):
+        name = entry[0] if isinstance(entry, tuple) else entry
+        own = [None] if not isinstance(name, str) else [1] if name == "elbo" else \
+            [k for k in ks if not (name == "vimco" and k < 2)]
+        if not own:
+            raise ValueError(f"losses[{i}] 'vimco' needs K >= 2, but num_particles is {ks}")
+        plan.append([(_label(entry, k), *resolve_loss(entry, k or 1, guide, name=f"losses[{i}]"))
+                     for k in own])
+    return plan
 
 
 def assert_bounds_ordered(model, guide, *data, losses=("elbo", "iwae"), num_particles=(1, 5, 50),
@@ -238,33 +352,34 @@ def assert_bounds_ordered(model, guide, *data, losses=("elbo", "iwae"), num_part
         (a lower bound itself; then only the order below it is tested).
     :param int num_draws: independent values of each bound (>= 2).
     :returns: ``{label: (mean, standard error)}``, nats for the whole data set.
+    :raises ValueError: bad model, guide, data, losses, counts, ``log_likelihood`` (not
+        finite) or ``false_alarm``.
     :raises AssertionError: a bound above a later one or above ``log p(x)``, beyond
         its tolerance (listed with the estimates and standard errors).
     """
-    num_draws = _check_monte_carlo(num_draws, false_alarm)
+    data = _check_pair_inputs(model, guide, data, kwargs)
+    num_draws = _check_monte_carlo(num_draws, seed, false_alarm)
+    plan = _bound_chain(losses, num_particles, guide)
+    reference_particles = check_size("reference_particles", reference_particles)
+    if log_likelihood is not None:
+        exact = _check_exact("log_likelihood", log_likelihood).sum()
     pyro.set_rng_seed(seed)
     chain, links = [], []
-    for entry in losses:
-        name = entry[0] if isinstance(entry, tuple) else entry
-        if not isinstance(name, str):  # a loss object has its own K
-            ks = [None]
+    with checked_values():
+        for runs in plan:
+            start = len(chain)
+            chain += [(label, _mean_se(_values(loss, model, g, data, kwargs, num_draws)))
+                      for label, loss, g in runs]
+            # each loss's bounds rise with K; the ELBO (first, if given) is below every one
+            links += list(zip(chain[start:], chain[start + 1:]))
+            if start and isinstance(losses[0], str) and losses[0] == "elbo":
+                links.append((chain[0], chain[start]))
+        if log_likelihood is None:
+            values = _values(IWAE(reference_particles), model, guide, data, kwargs,
+                             max(2, num_draws // 4))
+            top = ("log p(x) ~ IWAE(K=%d)" % reference_particles, _mean_se(values))
         else:
-            ks = [1] if name == "elbo" else sorted(k for k in num_particles
-                                                    if not (name == "vimco" and k < 2))
-        start = len(chain)
-        for k in ks:
-            label, loss, g = _resolve(entry, k, guide)
-            chain.append((label, _mean_se(_values(loss, model, g, data, kwargs, num_draws))))
-        # each loss's bounds rise with K; the ELBO (first, if given) is below every one
-        links += list(zip(chain[start:], chain[start + 1:]))
-        if start and losses[0] == "elbo":
-            links.append((chain[0], chain[start]))
-    if log_likelihood is None:
-        values = _values(IWAE(reference_particles), model, guide, data, kwargs, max(2, num_draws // 4))
-        top = ("log p(x) ~ IWAE(K=%d)" % reference_particles, _mean_se(values))
-    else:
-        exact = torch.as_tensor(log_likelihood, dtype=torch.float64).sum()
-        top = ("log p(x) exact", (exact, torch.zeros((), dtype=torch.float64)))
+            top = ("log p(x) exact", (exact, torch.zeros((), dtype=torch.float64)))
     pairs = links + [(c, top) for c in chain]
     crit = _t_quantile(false_alarm, len(pairs), num_draws, two_sided=False)
     failures = []
@@ -296,24 +411,30 @@ def assert_gradients_agree(model, guide, *data, losses=("elbo", "tracegraph"), n
 
     :param losses: two entries (names built with ``num_particles``, loss objects, or
         ``(loss, guide)`` tuples).
+    :raises ValueError: bad model, guide, data, losses, counts or ``false_alarm``.
     :raises AssertionError: listing the elements that disagree with both means, their
         standard errors and the tolerance.
     """
-    if len(losses) != 2:
-        raise ValueError(f"assert_gradients_agree compares two losses, got {len(losses)}")
-    num_draws = _check_monte_carlo(num_draws, false_alarm)
+    data = _check_pair_inputs(model, guide, data, kwargs)
+    if not isinstance(losses, (list, tuple)) or len(losses) != 2:
+        raise ValueError(f"losses must be a list or tuple of the two losses compared, got {losses!r}")
+    num_particles = check_size("num_particles", num_particles)
+    num_draws = _check_monte_carlo(num_draws, seed, false_alarm)
+    runs = [(_label(entry, num_particles),
+             *resolve_loss(entry, num_particles, guide, name=f"losses[{i}]"))
+            for i, entry in enumerate(losses)]
     results = []
-    names = None
-    for i, entry in enumerate(losses):
-        label, loss, g = _resolve(entry, num_particles, guide)
-        pyro.set_rng_seed(seed + 7919 * i)  # independent draws for each estimator
-        names, params, _, grads = _gradients(loss, model, g, data, kwargs, num_draws, names)
-        results.append((label, *_mean_se(grads)))
+    with checked_values():
+        names = sorted(_param_values(model, guide, data, kwargs))
+        for i, (label, loss, g) in enumerate(runs):
+            pyro.set_rng_seed(seed + 7919 * i)  # independent draws for each estimator
+            grads = _draws(loss, model, g, data, kwargs, num_draws, names).grads
+            results.append((label, *_mean_se(_flat(grads))))
     (la, ma, sa), (lb, mb, sb) = results
     crit = _t_quantile(false_alarm, max(1, ma.numel()), num_draws)
-    failures = _compare(la, ma, sa, mb, sb, crit)
+    failures = _compare(ma, sa, mb, sb, crit)
     if failures:
-        labels = _element_labels(names, params)
+        labels = _element_labels(grads)
         raise AssertionError(
             f"gradients of {la} and {lb} disagree ({num_draws} draws each, seed {seed}, "
             f"false-alarm rate {false_alarm}):\n  " + "\n  ".join(
@@ -334,35 +455,47 @@ def assert_unbiased(model, guide, *data, loss, exact_value=None, exact_grad=None
         the *loss* (the negative bound) with respect to each parameter's unconstrained
         value, as ``loss_and_grads`` leaves it in ``.grad``; parameters not named are
         not tested.
+    :raises ValueError: bad model, guide, data, loss, counts or ``false_alarm``; neither
+        ``exact_value`` nor ``exact_grad``, non-finite ones, or ``exact_grad`` naming
+        parameters the pair lacks or of shapes that do not broadcast to theirs.
     :raises AssertionError: the mean of ``num_draws`` draws differs from the closed form
         by more than the Student-t tolerance (listed per element).
     """
+    data = _check_pair_inputs(model, guide, data, kwargs)
     if exact_value is None and exact_grad is None:
         raise ValueError("give exact_value, exact_grad or both")
-    num_draws = _check_monte_carlo(num_draws, false_alarm)
-    label, loss, g = _resolve(loss, num_particles, guide)
-    pyro.set_rng_seed(seed)
-    names = sorted(exact_grad) if exact_grad else None
-    if names is None:
-        values, grads = _values(loss, model, g, data, kwargs, num_draws), None
-    else:
-        names, params, values, grads = _gradients(loss, model, g, data, kwargs, num_draws, names)
-    estimates, targets, labels = [], [], []
+    num_draws = _check_monte_carlo(num_draws, seed, false_alarm)
+    label = _label(loss, check_size("num_particles", num_particles))
+    loss, g = resolve_loss(loss, num_particles, guide)
+    targets, labels = [], []
     if exact_value is not None:
-        m, s = _mean_se(values)
-        estimates.append((m.reshape(1), s.reshape(1)))
-        targets.append(torch.as_tensor(exact_value, dtype=torch.float64).sum().reshape(1))
+        targets.append(_check_exact("exact_value", exact_value).sum().reshape(1))
         labels.append("value")
-    if grads is not None:
-        estimates.append(_mean_se(grads))
-        targets.append(torch.cat([torch.as_tensor(exact_grad[n], dtype=torch.float64)
-                                  .expand(p.shape).reshape(-1) for n, p in zip(names, params)]))
-        labels += ["grad " + l for l in _element_labels(names, params)]
-    mean = torch.cat([m for m, _ in estimates])
-    se = torch.cat([s for _, s in estimates])
+    if exact_grad is not None and not isinstance(exact_grad, dict):
+        raise ValueError(f"exact_grad must be a dict {{param name: tensor}}, got "
+                         f"{type(exact_grad).__name__}")
+    with checked_values():
+        params = _param_values(model, g, data, kwargs)
+        names = _check_names("exact_grad", exact_grad, params) if exact_grad else []
+        for n in names:
+            target = _check_exact(f"exact_grad[{n!r}]", exact_grad[n])
+            if not _broadcasts(target.shape, params[n].shape):
+                raise ValueError(f"exact_grad[{n!r}] has shape {tuple(target.shape)}, which does "
+                                 f"not broadcast to the parameter's {tuple(params[n].shape)}")
+            targets.append(target.expand(params[n].shape).reshape(-1))
+        pyro.set_rng_seed(seed)
+        if names:
+            draws = _draws(loss, model, g, data, kwargs, num_draws, names)
+            labels += ["grad " + l for l in _element_labels(draws.grads)]
+        else:
+            draws = GradientDraws(_values(loss, model, g, data, kwargs, num_draws), {})
+    estimates = ([_mean_se(draws.values)] if exact_value is not None else []) + \
+        ([_mean_se(_flat(draws.grads))] if names else [])
+    mean = torch.cat([m.reshape(-1) for m, _ in estimates])
+    se = torch.cat([s.reshape(-1) for _, s in estimates])
     target = torch.cat(targets)
     crit = _t_quantile(false_alarm, mean.numel(), num_draws)
-    failures = _compare(label, mean, se, target, torch.zeros_like(target), crit)
+    failures = _compare(mean, se, target, torch.zeros_like(target), crit)
     if failures:
         raise AssertionError(
             f"{label} is biased ({num_draws} draws, seed {seed}, false-alarm rate "

@@ -15,7 +15,9 @@ from pyro_lvm.data import fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.diagnostics import psis_diagnostic
 from pyro_lvm.infer import make_loss
 from pyro_lvm.models import VAE, gmm, ppca
-from pyro_lvm.models.missing import MissingPixelModel, estimate_log_marginal, top_half_mask
+from pyro_lvm.imputation import estimate_log_marginal
+from pyro_lvm.models.masks import top_half_mask
+from pyro_lvm.models.missing import MissingPixelModel
 from pyro_lvm.train import fit
 
 from helpers import digits_pca, fitted_ppca
@@ -75,8 +77,8 @@ def test_ppca_closed_forms_on_cuda_match_cpu():
     x = digits_pca(10, n=500)
     fit_cpu = ppca.fit_closed_form(x, 3)
     fit_gpu = ppca.fit_closed_form(x.to(CUDA), 3)
-    ll_cpu = ppca.marginal_log_likelihood(x, fit_cpu.W, fit_cpu.mean, fit_cpu.noise_scale)
-    ll_gpu = ppca.marginal_log_likelihood(x.to(CUDA), fit_gpu.W, fit_gpu.mean, fit_gpu.noise_scale)
+    ll_cpu = ppca.log_likelihood(x, fit_cpu.W, fit_cpu.mean, fit_cpu.noise_scale)
+    ll_gpu = ppca.log_likelihood(x.to(CUDA), fit_gpu.W, fit_gpu.mean, fit_gpu.noise_scale)
     assert ll_gpu.device.type == "cuda" and ll_gpu.dtype == torch.float64
     assert torch.allclose(ll_gpu.cpu(), ll_cpu, atol=1e-8)
     loc, cov = ppca.posterior(x.to(CUDA), fit_gpu.W, fit_gpu.mean, fit_gpu.noise_scale)
@@ -88,7 +90,7 @@ def test_ppca_exact_guide_gives_log_p_on_cuda():
     model = fitted_ppca(x, 2).to(CUDA)
     ll = evaluate.log_likelihood(model.model, model.exact_guide, x, num_samples=5)
     # The exact posterior as proposal makes every weight equal p(x): zero variance.
-    assert torch.allclose(ll, model.marginal_log_likelihood(x), atol=1e-6)
+    assert torch.allclose(ll, model.log_likelihood(x), atol=1e-6)
 
 
 def test_missing_pixel_estimates_on_cuda(mnist_test):

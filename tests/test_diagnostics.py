@@ -1,5 +1,13 @@
+"""pyro_lvm.diagnostics: PSIS against exact and narrow guides, arviz draws against the exact
+posterior, anomaly scores on MNIST, and bad input refused at every door."""
+
+import math
+
 import pytest
 import torch
+
+import pyro
+import pyro.distributions as dist
 from pyro import poutine
 
 from pyro_lvm import diagnostics, evaluate
@@ -74,9 +82,147 @@ def test_anomaly_scores_rank_random_images_below_real_digits(mnist_train, mnist_
     assert noise_scores.mean() > real_scores.mean() + 50
 
 
-def test_cluster_accuracy_matches_clusters_to_labels():
-    labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    assert evaluate.cluster_accuracy(labels, torch.tensor([2, 2, 0, 0, 1, 1])) == 1.0
-    assert evaluate.cluster_accuracy(labels, torch.tensor([0, 0, 0, 0, 1, 1])) == pytest.approx(4 / 6)
-    with pytest.raises(ValueError, match=r"two (non-empty )?\(N,\)"):
-        evaluate.cluster_accuracy(labels, torch.tensor([0, 1]))
+# --- PSIS on exact weights (moved from tests/test_reliability_state.py) -------------------
+
+def test_psis_of_an_exact_posterior_guide_is_good_when_log_p_is_in_the_hundreds():
+    # Before: float32 rounding of log w ~ -100 exceeded the absolute 1e-6 tolerance: k-hat = inf.
+    torch.manual_seed(0)
+    d, q = 64, 5
+    W, mean = torch.randn(d, q), torch.randn(d)
+    model = ppca.PPCA(d, q, W=W, mean=mean, noise_scale=0.3)
+    x = torch.randn(50, q) @ W.T + mean + 0.8 * torch.randn(50, d)  # |log p(x)| ~ 100
+    log_w = evaluate.log_weights(model.model, ppca.exact_posterior_guide(model).guide, x, num_samples=200)
+    assert log_w.dtype == torch.float32 and log_w.abs().min() > 50
+    result = diagnostics.psis_from_log_weights(log_w)
+    assert (result.khat < 0.5).all() and result.share_above == 0.0
+    assert torch.equal(result.ess, torch.full((50,), 200.0))
+
+
+def test_psis_still_fits_a_tail_when_the_weights_vary():
+    torch.manual_seed(0)
+    log_w = -100.0 + 0.5 * torch.randn(400, 20)  # spread ~3 nats: far above rounding
+    result = diagnostics.psis_from_log_weights(log_w)
+    assert torch.isfinite(result.khat).all() and (result.ess < 400).all()
+    log_w[0, 0] = -torch.inf  # one zero weight among constant ones: not a perfect proposal
+    log_w[1:, 0] = -100.0
+    assert diagnostics.psis_from_log_weights(log_w).khat[0] > -torch.inf
+
+
+# --- degenerate weights: a point the guide cannot reach ---------------------------------
+
+def unit_interval_model(x):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Uniform(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def far_guide(x):
+    """q(z_n) = N(0.5, 0.1) inside the model's support (0, 1), except for point 0: N(5, 0.1),
+    every draw of which has prior density 0 (10 standard deviations away from 1)."""
+    loc = torch.where(torch.arange(len(x)) == 0, 5.0, 0.5)
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(loc, 0.1))
+
+
+def test_psis_of_a_point_whose_weights_are_all_zero_names_it_and_the_cause():
+    # Before: arviz gave khat = inf and NaN smoothed weights for it, returned without a word.
+    x = torch.linspace(0.1, 0.9, 5)
+    with pyro.validation_enabled(False):  # Pyro's own check would refuse z outside (0, 1) first
+        log_w = evaluate.log_weights(unit_interval_model, far_guide, x, num_samples=50)
+        assert torch.isinf(log_w[:, 0]).all() and torch.isfinite(log_w[:, 1:]).all()
+        with pytest.raises(ValueError, match=r"data point\(s\) \[0\] \(1 of 5\) are all zero.*"
+                                             "the guide puts no mass where the model has any"):
+            diagnostics.psis_diagnostic(unit_interval_model, far_guide, x, num_samples=50)
+    many = torch.zeros(10, 30)
+    many[:, ::2] = -math.inf  # 15 points: the message lists ten and the count
+    with pytest.raises(ValueError, match=r"\[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, '...'\] \(15 of 30\)"):
+        diagnostics.psis_from_log_weights(many)
+
+
+# --- bad input at every door --------------------------------------------------------------
+
+def small_vae():
+    return VAE(x_dim=6, z_dim=2, hidden_dims=(4,))
+
+
+def binary(n=8, d=6):
+    return torch.bernoulli(torch.full((n, d), 0.5), generator=torch.Generator().manual_seed(0))
+
+
+def on_vae(name, x=..., **kwargs):
+    vae = small_vae()
+    return getattr(diagnostics, name)(vae.model, vae.guide, binary() if x is ... else x, **kwargs)
+
+
+def psis(log_w):
+    return diagnostics.psis_from_log_weights(log_w)
+
+
+def nan_at(x, at=(1, 2)):
+    x = x.clone()
+    x[at] = float("nan")
+    return x
+
+
+BAD_DATA = {
+    "list of rows": ([[0.0] * 6] * 8, "x must be a tensor .* got a list"),
+    "0-dim": (torch.tensor(1.0), "x must have a leading data dimension"),
+    "empty": (torch.zeros(0, 6), "x must have at least 1 rows"),
+    "NaN": (nan_at(binary()), "x contains NaN"),
+    "int": (binary().long(), "x .*floating"),
+    "width 5": (binary(8, 5), r"x must have shape \(B, 6\)"),
+    "grey levels 0-3 for a Bernoulli": (binary() * 3, r"x must lie in \[0.0, 1.0\]"),
+    "None": (None, "x must be a tensor .* got NoneType"),
+}
+BAD_COUNTS = {"0": 0, "-1": -1, "2.5": 2.5, "True": True, "'3'": "3", "None": None}
+ALL_ZERO = torch.zeros(5, 3)
+ALL_ZERO[:, 1] = -math.inf
+
+CASES = {
+    # moved from tests/test_errors.py
+    "psis_diagnostic num_samples=2.5": (lambda: on_vae("psis_diagnostic", num_samples=2.5),
+                                        "num_samples"),
+    "anomaly_scores num_samples=1.5": (lambda: on_vae("anomaly_scores", num_samples=1.5),
+                                       "num_samples"),
+    "psis_from_log_weights NaN": (lambda: psis(torch.tensor([[0.0, float("nan")], [1.0, 2.0]])),
+                                  "log_w"),
+    "to_inference_data num_samples=0": (lambda: on_vae("to_inference_data", num_samples=0),
+                                        "num_samples"),
+    # psis_from_log_weights
+    "psis list": (lambda: psis([[0.0, 1.0], [1.0, 2.0]]), "log_w must be a torch.Tensor, got list"),
+    "psis None": (lambda: psis(None), "log_w must be a torch.Tensor, got NoneType"),
+    "psis 1-dim": (lambda: psis(torch.zeros(5)), r"log_w must have 2 dimensions, got shape \(5,\)"),
+    "psis 0-dim": (lambda: psis(torch.tensor(0.0)), "log_w must have 2 dimensions"),
+    "psis 3-dim": (lambda: psis(torch.zeros(5, 3, 2)), "log_w must have 2 dimensions"),
+    "psis K=1": (lambda: psis(torch.zeros(1, 5)), r"\(K >= 2, N\)"),
+    "psis empty": (lambda: psis(torch.zeros(5, 0)), "log_w is empty"),
+    "psis +inf": (lambda: psis(torch.tensor([[0.0, math.inf], [1.0, 2.0]])), r"log_w .*\+inf"),
+    "psis int": (lambda: psis(torch.zeros(5, 3, dtype=torch.long)), "log_w must be a floating"),
+    "psis all weights of a point zero": (lambda: psis(ALL_ZERO),
+                                         r"point\(s\) \[1\] .* guide puts no mass"),
+    # to_inference_data's sites
+    "sites a string": (lambda: on_vae("to_inference_data", sites="z", num_samples=3),
+                       "sites must be a non-empty list or tuple of site names, got 'z'"),
+    "sites empty": (lambda: on_vae("to_inference_data", sites=[], num_samples=3), "sites"),
+    "sites [1]": (lambda: on_vae("to_inference_data", sites=[1], num_samples=3), "sites"),
+    "sites None": (lambda: on_vae("to_inference_data", sites=None, num_samples=3), "sites"),
+}
+for _name in ("psis_diagnostic", "anomaly_scores", "to_inference_data"):
+    for _what, (_x, _words) in BAD_DATA.items():
+        CASES[f"{_name} x={_what}"] = (lambda n=_name, x=_x: on_vae(n, x, num_samples=3), _words)
+    for _what, _value in BAD_COUNTS.items():
+        CASES[f"{_name} num_samples={_what}"] = (
+            lambda n=_name, v=_value: on_vae(n, num_samples=v), "num_samples must be")
+    CASES[f"{_name} model not callable"] = (
+        lambda n=_name: getattr(diagnostics, n)(3, small_vae().guide, binary(), num_samples=3),
+        "model must be callable, got int")
+CASES["psis_diagnostic num_samples=1"] = (lambda: on_vae("psis_diagnostic", num_samples=1),
+                                          "num_samples must be an integer >= 2, got 1")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_a_value_error_naming_it(case):
+    call, words = CASES[case]
+    with pyro.validation_enabled(False):  # the door's checks must not depend on Pyro's switch
+        with pytest.raises(ValueError, match=words):
+            call()

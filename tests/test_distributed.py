@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.data import binarize
 from pyro_lvm.distributed import Context, init
 from pyro_lvm.models import VAE
-from pyro_lvm.train import fit, load_checkpoint
+from pyro_lvm.train import fit
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = WORKER.parents[1]
@@ -126,3 +127,18 @@ def test_one_process_context_changes_nothing(monkeypatch):
     assert (ctx.rank, ctx.world_size, ctx.backend, ctx.is_main) == (0, 1, None, True)
     perm = torch.randperm(10)
     assert ctx.same_on_all(perm) is perm and ctx.shard(perm) is perm and ctx.mean(2.5, "cpu") == 2.5
+
+
+def test_a_split_fit_refuses_local_parameter_guides_and_batches_smaller_than_the_world():
+    from pyro_lvm.models import gmm, pixel_guides, ppca
+
+    two = Context(rank=1, world_size=2, backend="gloo")
+    vae = VAE(z_dim=2, hidden_dims=(4,))
+    local = [gmm.MeanFieldGuide(10, 3), ppca.MeanFieldGuide(10, 2), pixel_guides.MeanFieldPixelGuide(vae, 10)]
+    for guide in local:
+        with pytest.raises(ValueError, match="holds local parameters for 10 rows, but under DDP"):
+            two.check_split(guide.guide, batch_size=10)
+        Context().check_split(guide.guide, batch_size=10)  # one process: the rows are all there
+    two.check_split(vae.guide, batch_size=2)  # an amortised guide splits
+    with pytest.raises(ValueError, match=r"batch_size \(1\) is the global batch"):
+        two.check_split(vae.guide, batch_size=1)

@@ -10,6 +10,7 @@ from pyro import poutine
 from pyro_lvm import evaluate
 from pyro_lvm.infer import log_mean_exp
 from pyro_lvm.models import DLGM, VAE
+from pyro_lvm.models.common import gaussian_head
 from pyro_lvm.models.dlgm import active_units
 
 
@@ -103,8 +104,7 @@ def _quadrature_log_px(m, x, n=301):
     t = torch.linspace(-9.0, 9.0, n, dtype=torch.float64)
     log_w = -0.5 * t**2 - 0.5 * math.log(2 * math.pi) + math.log(t[1] - t[0])
     with torch.no_grad():
-        p1 = m.down[0](t[:, None]).chunk(2, -1)
-        loc, scale = p1[0], torch.nn.functional.softplus(p1[1]) + 1e-3  # the model's p(z1 | z2)
+        loc, scale = gaussian_head(m.down[0](t[:, None]))  # the model's p(z1 | z2)
         z1 = (loc + scale * t[None, :]).reshape(-1, 1)  # (n*n, 1): z2 node i, z1 node j
         log_lik = m.likelihood_dist(z1[:, None, :]).log_prob(x)  # (n*n, N)
     log_nodes = (log_w[:, None] + log_w[None, :]).reshape(-1, 1)
@@ -196,3 +196,83 @@ def test_dlgm_runs_on_cuda():
     units = active_units(m.guide, x, num_samples=10)
     assert all(a.device.type == "cuda" for a, _ in units.values())
     assert m.sample(3).device.type == "cuda"
+
+
+def _binary(n=4, d=6):
+    return torch.bernoulli(torch.full((n, d), 0.5), generator=torch.Generator().manual_seed(0))
+
+
+def _small(**kwargs):
+    return DLGM(x_dim=6, z_dims=(2, 1), hidden_dims=((4,), (3,)), **kwargs)
+
+
+#: One bad argument per case, the words its ValueError must contain (argument and cause).
+BAD_INPUTS = {
+    # construction (int() truncated 2.5 and a bare 400 ended in a TypeError)
+    "z_dims=()": (lambda: DLGM(z_dims=(), hidden_dims=()),
+                  r"z_dims must be a non-empty sequence \(tuple or list\) of positive integers, got \(\)"),
+    "z_dims=50": (lambda: DLGM(z_dims=50), "z_dims must be a non-empty sequence .* of positive integers, got 50"),
+    "z_dims=(50, 2.5)": (lambda: DLGM(z_dims=(50, 2.5), hidden_dims=((8,), (8,))),
+                         r"z_dims\[1\] must be a positive integer, got 2.5"),
+    "z_dims=(True,)": (lambda: DLGM(z_dims=(True,)), r"z_dims\[0\] must be a positive integer, got True"),
+    "z_dims=(-1,)": (lambda: DLGM(z_dims=(-1,)), r"z_dims\[0\] must be a positive integer, got -1"),
+    "hidden_dims=400": (lambda: DLGM(hidden_dims=400), "need one tuple of hidden_dims per stochastic layer"),
+    "hidden_dims=(400,)": (lambda: DLGM(hidden_dims=(400,)),
+                           r"hidden_dims\[0\] must be a sequence \(tuple or list\) of positive integers, got 400"),
+    "hidden_dims=((200, 2.5),)": (lambda: DLGM(hidden_dims=((200, 2.5),)),
+                                  r"hidden_dims\[0\]\[1\] must be a positive integer, got 2.5"),
+    "hidden_dims too many": (lambda: DLGM(z_dims=(5,), hidden_dims=((4,), (4,))),
+                             r"z_dims \(5,\) needs 1, got hidden_dims=\(\(4,\), \(4,\)\)"),
+    "x_dim=2.5": (lambda: DLGM(x_dim=2.5), "x_dim must be a positive integer, got 2.5"),
+    "likelihood='poisson'": (lambda: DLGM(likelihood="poisson"), "likelihood must be one of"),
+    "activation instance": (lambda: DLGM(activation=torch.nn.Tanh()), "activation must be an nn.Module class"),
+    "name=''": (lambda: DLGM(name=""), "name must be a non-empty string"),
+    "burda(3)": (lambda: DLGM.burda(3), "1 or 2 stochastic layers, got 3"),
+    "burda(True)": (lambda: DLGM.burda(True), "num_layers must be a positive integer, got True"),
+    "burda(1.0)": (lambda: DLGM.burda(1.0), "num_layers must be a positive integer, got 1.0"),
+    "burda(0)": (lambda: DLGM.burda(0), "num_layers must be a positive integer, got 0"),
+    # init_output_bias
+    "x_mean list": (lambda: _small().init_output_bias([0.5] * 6), "x_mean must be a torch.Tensor, got list"),
+    "x_mean (5,)": (lambda: _small().init_output_bias(torch.full((5,), 0.5)), r"x_mean of shape \(6,\)"),
+    "x_mean 0-dim": (lambda: _small().init_output_bias(torch.tensor(0.5)), r"x_mean of shape \(6,\)"),
+    "x_mean 1.5": (lambda: _small().init_output_bias(torch.full((6,), 1.5)), r"x_mean must lie in \[0.0, 1.0\]"),
+    "x_mean NaN": (lambda: _small().init_output_bias(torch.full((6,), float("nan"))), "x_mean contains NaN"),
+    "x_mean float64": (lambda: _small().init_output_bias(torch.full((6,), 0.5, dtype=torch.float64)),
+                       "x_mean must be dtype torch.float32"),
+    "x_mean normal likelihood": (lambda: _small(likelihood="normal").init_output_bias(torch.full((6,), 0.5)),
+                                 "needs the bernoulli likelihood"),
+    # bodies and sampling
+    "model width 5": (lambda: _small().model(_binary(4, 5)), r"x must have shape \(B, 6\)"),
+    "guide x list": (lambda: _small().guide([[0.0] * 6]), r"x must have shape \(B, 6\), got list"),
+    "sample n=2.5": (lambda: _small().sample(2.5), "n must be a positive integer, got 2.5"),
+    "sample n=0": (lambda: _small().sample(0), "n must be a positive integer, got 0"),
+    "sample generator=0": (lambda: _small().sample(2, generator=0), "generator must be a torch.Generator or None, got int"),
+    "model num_data=2.5": (lambda: _small().model(_binary(), num_data=2.5), "num_data must be a positive integer, got 2.5"),
+    "active_units x 0-dim": (lambda: active_units(_small().guide, torch.tensor(1.0)),
+                             "x must have a leading data dimension"),
+    # active_units
+    "active_units num_samples=2.5": (lambda: active_units(VAE(6, 2, (4,)).guide, _binary(), num_samples=2.5),
+                                     "num_samples"),
+    "active_units one row": (lambda: active_units(VAE(6, 2, (4,)).guide, _binary(1)),
+                             "x must have at least 2 rows"),
+    "active_units batch_size=0": (lambda: active_units(_small().guide, _binary(), batch_size=0),
+                                  "batch_size must be a positive integer, got 0"),
+    "active_units threshold=-1": (lambda: active_units(_small().guide, _binary(), threshold=-1.0),
+                                  "threshold must be a finite number >= 0, got -1.0"),
+    "active_units threshold=inf": (lambda: active_units(_small().guide, _binary(), threshold=float("inf")),
+                                   "threshold must be a finite number >= 0"),
+    "active_units threshold='0.01'": (lambda: active_units(_small().guide, _binary(), threshold="0.01"),
+                                      "threshold must be a finite number >= 0"),
+    "active_units guide not callable": (lambda: active_units("guide", _binary()), "guide must be callable"),
+    "active_units x list": (lambda: active_units(_small().guide, [[0.0] * 6] * 2), "x must be a torch.Tensor"),
+    "active_units NaN": (lambda: active_units(_small().guide, _binary() * float("nan")), "x contains NaN"),
+    "active_units width 5": (lambda: active_units(_small().guide, _binary(4, 5)), r"x must have shape \(B, 6\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_inputs_get_a_value_error_naming_argument_and_cause(case):
+    call, words = BAD_INPUTS[case]
+    with pyro.validation_enabled(False):  # the doors' checks do not depend on Pyro's switch
+        with pytest.raises(ValueError, match=words):
+            call()

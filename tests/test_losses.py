@@ -37,7 +37,7 @@ def test_elbo_below_iwae_below_log_likelihood_and_iwae_grows_with_k(num_data):
     model = fitted_ppca(digits()[:500], 3)
     guide = imperfect_guide(model, x)
     scale = (num_data or len(x)) / len(x)  # the losses' values are for the whole data set
-    exact = scale * model.marginal_log_likelihood(x).sum().item()
+    exact = scale * model.log_likelihood(x).sum().item()
     bounds = testing.assert_bounds_ordered(model.model, guide.guide, x, losses=("elbo", "iwae"),
                                            num_particles=(1, 10, 100, 1000), log_likelihood=exact,
                                            num_draws=10, num_data=num_data)
@@ -50,7 +50,7 @@ def test_pyro_renyi_goes_above_log_likelihood_under_subsampling_and_ours_does_no
     x = digits()[:60]
     model = fitted_ppca(digits()[:500], 3)
     guide = imperfect_guide(model, x)
-    scaled_exact = 1000 / 60 * model.marginal_log_likelihood(x).sum().item()
+    scaled_exact = 1000 / 60 * model.log_likelihood(x).sum().item()
     renyi = -RenyiELBO(alpha=0, num_particles=1000, vectorize_particles=True).loss(
         model.model, guide.guide, x, num_data=1000)
     ours = -IWAE(num_particles=1000).loss(model.model, guide.guide, x, num_data=1000)
@@ -63,7 +63,7 @@ def test_exact_posterior_guide_makes_every_bound_tight_and_dreg_stick_the_landin
     x = digits()[:50]
     model = fitted_ppca(digits()[:500], 3)
     guide = ppca.exact_posterior_guide(model)
-    exact = model.marginal_log_likelihood(x).sum().item()
+    exact = model.log_likelihood(x).sum().item()
     for name in ("elbo", "iwae", "dreg"):
         value = -make_loss(name, num_particles=10).loss(model.model, guide.guide, x)
         assert value == pytest.approx(exact, abs=1e-6 * abs(exact))
@@ -152,7 +152,7 @@ def _exact_iwae_by_enumeration(model, guide, x, k):
     p = model.params  # detached; rebuild differentiably:
     from torch.distributions import constraints, transform_to
 
-    tril = transform_to(constraints.lower_cholesky)(model.raw_scale_tril)
+    tril = transform_to(constraints.lower_cholesky)(model.raw_scale)
     comp = torch.distributions.MultivariateNormal(model.means, scale_tril=tril)
     log_joint = comp.log_prob(x[:, None, :]) + torch.log_softmax(model.logits, 0)  # (N, 2)
     log_q = torch.log_softmax(guide.logits, -1)  # (N, 2)
@@ -250,3 +250,20 @@ def test_no_particle_dim_at_k1_and_iwae_k1_is_trace_elbo_for_the_same_draws():
     assert torch.allclose(values["iwae"][1], values["elbo"][1])
     weights = make_loss("iwae", num_particles=4).log_weights(model, guide, x)
     assert shapes[-1] == (4, 1, 2) and weights.log_w.shape == (4, 1)  # one weight per particle
+
+
+BAD_LOSS_ARGUMENTS = {
+    "make_loss num_particles=2.5": (lambda: make_loss("elbo", 2.5), "num_particles"),
+    "make_loss num_particles=True": (lambda: make_loss("iwae", True), "num_particles"),
+    "make_loss unknown option": (lambda: make_loss("elbo", baseline="none"), "baseline"),
+    "IWAE num_particles=2.5": (lambda: IWAE(num_particles=2.5), "num_particles"),
+    "vimco num_particles=2.5": (lambda: make_loss("vimco", 2.5), "num_particles"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LOSS_ARGUMENTS))
+def test_bad_loss_arguments_get_a_value_error_naming_them(case):
+    call, words = BAD_LOSS_ARGUMENTS[case]
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match=words):
+            call()

@@ -161,3 +161,171 @@ def test_unbiased_fails_for_another_objective_or_a_wrong_gradient():
         testing.assert_unbiased(model, guide, X, loss="iwae", num_particles=5, exact_value=value)
     with pytest.raises(AssertionError, match=r"grad a: estimate"):
         testing.assert_unbiased(model, guide, X, loss="elbo", exact_grad={"a": 0.0})  # the optimum's
+
+
+def test_gradient_draws_average_to_the_exact_gradient_and_leave_no_grad_behind():
+    _, grad = _exact_grad()
+    draws = testing.gradient_draws("elbo", model, guide, X, num_draws=DRAWS)
+    assert draws.values.shape == (DRAWS,) and sorted(draws.grads) == ["a", "s"]
+    for name, exact in grad.items():
+        g = draws.grads[name]
+        assert g.shape == (DRAWS,) and g.dtype == torch.float64
+        # the mean of DRAWS reparameterised draws is within 4 standard errors of the closed form
+        assert abs(g.mean() - exact) < 4 * g.std() / math.sqrt(DRAWS) + 1e-9
+    store = pyro.get_param_store()
+    assert all(store.get_param(n).unconstrained().grad is None for n in store.keys())
+    only_a = testing.gradient_draws("elbo", model, guide, X, num_draws=3, names=["a"])
+    assert list(only_a.grads) == ["a"]
+
+
+# --- bad input at every door ----------------------------------------------------------------
+
+def weighted_model(x, w):
+    model(x * w)
+
+
+def weighted_guide(x, w):
+    guide(x * w)
+
+
+BAD_DATA = {
+    "a list": ([X.tolist()], "data must be a torch.Tensor, got list"),
+    "a list of tensors": ([list(X)], "data must be a torch.Tensor, got list"),
+    "0-dim": ([torch.tensor(1.0)], "data must have a leading data dimension"),
+    "empty": ([torch.zeros(0, dtype=torch.float64)], "data must have at least 1 rows"),
+    "NaN": ([torch.tensor([0.0, float("nan")])], "data contains NaN"),
+    "inf": ([torch.tensor([math.inf, 0.0])], "data contains NaN or inf"),
+    "None": ([None], "data must be a torch.Tensor, got NoneType"),
+    "none for a pair that takes x": ([], "model cannot be called with the 0 data tensor.*'x'"),
+    "two for a pair that takes one": ([X, X], "model cannot be called with the 2 data tensor"),
+}
+BAD_COUNTS = {"0": 0, "-1": -1, "2.5": 2.5, "True": True, "'3'": "3", "None": None,
+              "nan": float("nan")}
+BAD_FALSE_ALARMS = {"0": 0.0, "1": 1.0, "'0.1'": "0.1", "nan": float("nan"), "-0.1": -0.1}
+#: Each public function with small settings, called on ``data`` with ``kwargs`` changed.
+CALLS = {
+    "check_pair": lambda data, **kw: testing.check_pair(model, guide, *data, **kw),
+    "assert_bounds_ordered": lambda data, **kw: testing.assert_bounds_ordered(
+        model, guide, *data, **{"num_draws": 2, "num_particles": (1, 2), "reference_particles": 2,
+                                **kw}),
+    "assert_gradients_agree": lambda data, **kw: testing.assert_gradients_agree(
+        model, guide, *data, **{"num_draws": 2, "losses": ("elbo", "iwae"), **kw}),
+    "assert_unbiased": lambda data, **kw: testing.assert_unbiased(
+        model, guide, *data, **{"loss": "elbo", "exact_value": 0.0, "num_draws": 2, **kw}),
+    "gradient_draws": lambda data, **kw: testing.gradient_draws(
+        kw.pop("loss", "elbo"), model, guide, *data, **{"num_draws": 2, **kw}),
+}
+MONTE_CARLO = ("assert_bounds_ordered", "assert_gradients_agree", "assert_unbiased")
+
+CASES = {
+    # moved from tests/test_errors.py
+    "assert_unbiased num_draws=1": (lambda: testing.assert_unbiased(
+        model, guide, X, loss="elbo", exact_value=0.0, num_draws=1), "num_draws"),
+    "check_pair model a string": (lambda: testing.check_pair("m", guide, X),
+                                  "model must be callable, got str"),
+    "check_pair guide None": (lambda: testing.check_pair(model, None, X), "guide must be callable"),
+    "check_pair per_point='yes'": (lambda: testing.check_pair(model, guide, X, per_point="yes"),
+                                   "per_point must be True or False"),
+    "assert_unbiased model None": (lambda: testing.assert_unbiased(None, guide, X, loss="elbo",
+                                                                   exact_value=0.0),
+                                   "model must be callable, got NoneType"),
+    "gradient_draws guide 3": (lambda: testing.gradient_draws("elbo", model, 3, X),
+                               "guide must be callable, got int"),
+    "check_pair unequal N": (lambda: testing.check_pair(weighted_model, weighted_guide, X,
+                                                        torch.ones(3)),
+                             "share their first dimension N"),
+    "assert_unbiased unequal N": (lambda: testing.assert_unbiased(
+        weighted_model, weighted_guide, X, torch.ones(3), loss="elbo", exact_value=0.0),
+        "share their first dimension N"),
+}
+for _name, _call in CALLS.items():
+    for _what, (_data, _words) in BAD_DATA.items():
+        CASES[f"{_name} data={_what}"] = (lambda c=_call, d=_data: c(d), _words)
+for _name in MONTE_CARLO:
+    for _what, _value in BAD_COUNTS.items():
+        CASES[f"{_name} num_draws={_what}"] = (lambda n=_name, v=_value: CALLS[n]([X], num_draws=v),
+                                               "num_draws must be an integer >= 2")
+        if _value != 0:
+            CASES[f"{_name} seed={_what}"] = (lambda n=_name, v=_value: CALLS[n]([X], seed=v),
+                                              "seed must be an integer >= 0")
+    for _what, _value in BAD_FALSE_ALARMS.items():
+        CASES[f"{_name} false_alarm={_what}"] = (
+            lambda n=_name, v=_value: CALLS[n]([X], false_alarm=v), "false_alarm must be")
+for _what, _value in BAD_COUNTS.items():
+    CASES[f"gradient_draws num_draws={_what}"] = (
+        lambda v=_value: CALLS["gradient_draws"]([X], num_draws=v), "num_draws must be a positive")
+    for _name in ("assert_gradients_agree", "assert_unbiased"):
+        CASES[f"{_name} num_particles={_what}"] = (
+            lambda n=_name, v=_value: CALLS[n]([X], num_particles=v),
+            "num_particles must be a positive integer")
+    CASES[f"assert_bounds_ordered reference_particles={_what}"] = (
+        lambda v=_value: CALLS["assert_bounds_ordered"]([X], reference_particles=v),
+        "reference_particles must be a positive integer")
+for _what, (_value, _words) in {
+    "'elbo'": ("elbo", "losses must be a non-empty list or tuple of losses, got 'elbo'"),
+    "[]": ([], "losses must be a non-empty list"), "None": (None, "losses must be"),
+    "['nope']": (["nope"], r"losses\[0\] must be one of .* got 'nope'"),
+    "[3]": ([3], r"losses\[0\] must be a loss name .* or an ELBO object"),
+    "[('elbo',)]": ([("elbo",)], r"losses\[0\] must be a loss or a \(loss, guide\) tuple"),
+}.items():
+    CASES[f"assert_bounds_ordered losses={_what}"] = (
+        lambda v=_value: CALLS["assert_bounds_ordered"]([X], losses=v), _words)
+for _what, (_value, _words) in {
+    "()": ((), r"losses\[1\] 'vimco' needs K >= 2"), "(1,) for vimco": ((1,), "'vimco' needs K >= 2"),
+    "2.5": (2.5, "num_particles must be a sequence of particle counts"),
+    "'5'": ("5", "num_particles must be a sequence"),
+    "(0,)": ((0,), r"num_particles\[\] must be a positive integer, got 0"),
+    "(2.5,)": ((2.5,), r"num_particles\[\] must be a positive integer, got 2.5"),
+}.items():
+    CASES[f"assert_bounds_ordered num_particles={_what}"] = (
+        lambda v=_value: CALLS["assert_bounds_ordered"]([X], losses=("elbo", "vimco"),
+                                                       num_particles=v), _words)
+for _what, (_value, _words) in {
+    "nan": (float("nan"), "log_likelihood must be finite"), "inf": (math.inf, "log_likelihood must be finite"),
+    "'x'": ("x", "log_likelihood must be a number or a tensor, got str"),
+    "[]": ([], "log_likelihood must be finite and non-empty"),
+}.items():
+    CASES[f"assert_bounds_ordered log_likelihood={_what}"] = (
+        lambda v=_value: CALLS["assert_bounds_ordered"]([X], log_likelihood=v), _words)
+for _what, (_value, _words) in {
+    "'ab'": ("ab", "losses must be a list or tuple of the two losses compared, got 'ab'"),
+    "one": (("elbo",), "two losses"), "None": (None, "two losses"),
+    "('elbo', 'x')": (("elbo", "x"), r"losses\[1\] must be one of"),
+    "(3, 'elbo')": ((3, "elbo"), r"losses\[0\] must be a loss name"),
+}.items():
+    CASES[f"assert_gradients_agree losses={_what}"] = (
+        lambda v=_value: CALLS["assert_gradients_agree"]([X], losses=v), _words)
+for _what, (_kwargs, _words) in {
+    "neither exact": ({"exact_value": None}, "give exact_value, exact_grad or both"),
+    "exact_value nan": ({"exact_value": float("nan")}, "exact_value must be finite"),
+    "exact_value 'x'": ({"exact_value": "x"}, "exact_value must be a number or a tensor"),
+    "exact_grad a list": ({"exact_grad": [0.0]}, r"exact_grad must be a dict \{param name: tensor\}"),
+    "exact_grad unknown name": ({"exact_grad": {"b": 0.0}},
+                                r"exact_grad: the model and guide register no parameters \['b'\]; "
+                                r"they register \['a', 's'\]"),
+    "exact_grad wrong shape": ({"exact_grad": {"a": torch.zeros(3)}},
+                               r"exact_grad\['a'\] has shape \(3,\), which does not broadcast"),
+    "exact_grad nan": ({"exact_grad": {"a": float("nan")}}, r"exact_grad\['a'\] must be finite"),
+    "exact_grad int keys": ({"exact_grad": {1: 0.0}}, "exact_grad must name parameters by strings"),
+    "loss 'nope'": ({"loss": "nope"}, "loss must be one of .* got 'nope'"),
+    "loss 3": ({"loss": 3}, "loss must be a loss name"),
+    "loss a 3-tuple": ({"loss": ("elbo", guide, 1)}, r"loss must be a loss or a \(loss, guide\)"),
+}.items():
+    CASES[f"assert_unbiased {_what}"] = (lambda kw=_kwargs: CALLS["assert_unbiased"]([X], **kw),
+                                         _words)
+CASES.update({
+    "gradient_draws names=['b']": (lambda: CALLS["gradient_draws"]([X], names=["b"]),
+                                   r"names: the model and guide register no parameters \['b'\]"),
+    "gradient_draws names='a'": (lambda: CALLS["gradient_draws"]([X], names="a"),
+                                 "names must name parameters by strings, got 'a'"),
+    "gradient_draws loss None": (lambda: CALLS["gradient_draws"]([X], loss=None),
+                                 "loss must be a loss name"),
+})
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_a_value_error_naming_it(case):
+    call, words = CASES[case]
+    with pyro.validation_enabled(False):  # the door's checks must not depend on Pyro's switch
+        with pytest.raises(ValueError, match=words):
+            call()

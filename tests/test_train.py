@@ -1,14 +1,15 @@
-import os
-
 import pytest
 import torch
 
 import pyro
+import pyro.optim
 
 from pyro_lvm import evaluate
+from pyro_lvm.checkpoint import load_checkpoint
+from pyro_lvm.checks import check_values
 from pyro_lvm.data import binarize, fixed_binarization
 from pyro_lvm.models import VAE
-from pyro_lvm.train import decaying_adam, fit, load_checkpoint, save_checkpoint
+from pyro_lvm.train import decaying_adam, fit
 
 
 def _small_vae():
@@ -77,15 +78,6 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
-def test_checkpoint_write_is_atomic(tmp_path):
-    path = tmp_path / "state.pt"
-    save_checkpoint(path, {"epoch": 1})
-    with pytest.raises(Exception):
-        save_checkpoint(path, {"epoch": 2, "unpicklable": lambda: None})
-    assert load_checkpoint(path)["epoch"] == 1  # the old file is intact
-    assert os.listdir(tmp_path) == ["state.pt"]  # and the half-written temp file is gone
-
-
 @pytest.mark.parametrize(
     "data, kwargs, error, words",
     [
@@ -100,6 +92,69 @@ def test_fit_rejects_bad_input(data, kwargs, error, words):
     vae = _small_vae()
     with pytest.raises(error, match=words):
         fit(vae.model, vae.guide, data, progress=False, **kwargs)
+
+
+def _vae784():
+    return VAE(z_dim=2, hidden_dims=(4,), name="door")
+
+
+_X = torch.rand(8, 784, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"data": torch.tensor(0.5)}, r"data must have a leading data dimension \(N, ...\), got a 0-dim"),
+    ({"data": [_X[0], _X[1]]}, "data must be a tensor .* got a list; pass torch.stack"),
+    ({"data": (_X, _X[:5])}, r"the tensors of data must share their first dimension N, got \[\(8, 784\), \(5, 784\)\]"),
+    ({"data": (_X, "mask")}, r"data\[1\] must be a torch.Tensor, got str"),
+    ({"data": ()}, "data must be a tensor .* non-empty tuple"),
+    ({"data": _X[:0]}, "data must have at least 1 rows"),
+    ({"data": "x"}, "data must be a tensor .* got str"),
+    ({"model": "vae"}, "model must be callable, got str"),
+    ({"guide": None}, "guide must be callable, got NoneType"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+    ({"lr": 0}, "lr must be a finite number > 0, got 0"),
+    ({"lr": -1}, "lr must be a finite number > 0, got -1"),
+    ({"lr": "a"}, "lr must be a finite number > 0, got 'a'"),
+    ({"optim": pyro.optim.Adam({"lr": "a"})}, r"optimizer's learning rate \(lr\) must be a finite"),
+    ({"batch_size": 2.5}, "batch_size must be a positive integer, got 2.5"),
+    ({"num_epochs": -1}, "num_epochs must be an integer >= 0, got -1"),
+    ({"num_particles": 0}, "num_particles must be a positive integer, got 0"),
+    ({"transform": "binarize"}, "transform must be callable, got str"),
+    ({"callback": 3}, "callback must be callable, got int"),
+    ({"loss": 3}, "loss must be a name or an ELBO object, got int"),
+    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+    ({"seed": 1.5}, "seed must be an integer >= 0, got 1.5"),
+    ({"checkpoint": 3}, "checkpoint must be a path, got int"),
+    ({"config": ["lr"]}, "config must be a dict of the run's settings, got list"),
+    # What the model declares it takes, with and without a transform: the door checks the
+    # data as given, which a transform such as binarize maps to data of the same kind.
+    ({"data": _X[:, :700]}, r"x must have shape \(B, 784\), got shape \(8, 700\)"),
+    ({"data": _X[:, :700], "transform": binarize}, r"x must have shape \(B, 784\), got shape \(8, 700\)"),
+    ({"data": 255 * _X}, r"x must lie in \[0.0, 1.0\]"),
+    ({"data": 255 * _X, "transform": binarize}, r"x must lie in \[0.0, 1.0\]"),
+    ({"data": _X.double(), "transform": binarize}, "x must be dtype torch.float32, got dtype torch.float64"),
+])
+def test_the_door_of_fit_names_the_bad_argument(change, words):
+    vae = _vae784()
+    args = {"model": vae.model, "guide": vae.guide, "data": _X, "num_epochs": 1, "progress": False,
+            **change}
+    with pytest.raises(ValueError, match=words):
+        fit(**args)
+    assert set(pyro.get_param_store().keys()) == set()  # refused before model or guide ran
+
+
+def test_model_and_guide_bodies_skip_value_checks_inside_fit_only():
+    vae = _small_vae()
+    seen = []
+
+    def model(x, num_data=None):
+        seen.append(check_values())
+        vae.model(x, num_data)
+
+    model.__self__ = vae  # declares its inputs: checked at the door
+    fit(model, vae.guide, torch.rand(64, 784), num_epochs=2, batch_size=32, progress=False)
+    assert seen and not any(seen)  # every step: shapes only, the door checked the values
+    assert check_values()  # validation is on (conftest) and fit has left its block
 
 
 def test_full_batch_keeps_row_order_and_minibatches_cover_every_row():
@@ -134,3 +189,146 @@ def test_decaying_adam_runs_epochs_from_lr_to_lr_final():
     assert [s.pop() for s in seen] == pytest.approx([1e-2, 1e-3, 1e-4])
     with pytest.raises(ValueError, match="lr_final > 0"):
         decaying_adam(1e-3, 0.0, 10)
+
+
+def _vae(hidden=16, name=None, seed=0):
+    torch.manual_seed(seed)
+    return VAE(z_dim=4, hidden_dims=(hidden,), name=name)
+
+
+def _x(n=64, seed=1):
+    return torch.rand(n, 784, generator=torch.Generator().manual_seed(seed))
+
+
+def _fit(vae, x, **kwargs):
+    kwargs = {"num_epochs": 1, "batch_size": 32, "lr": 1e-2, "transform": binarize, "progress": False,
+              **kwargs}
+    return fit(vae.model, vae.guide, x, **kwargs)
+
+
+# --- non-finite parameters and step sizes ----------------------------------------------
+
+def _poisoned(vae, poison_epochs, steps_per_epoch):
+    """``vae.model`` plus a zero factor whose gradient is NaN (d sqrt|u| at u = 0) at the
+    last step of the given epochs: every loss stays finite, that step makes the decoder NaN."""
+    calls = {"n": 0}
+
+    def model(x, num_data=None):
+        vae.model(x, num_data)
+        calls["n"] += 1
+        epoch, step = divmod(calls["n"] - 1, steps_per_epoch)
+        if epoch + 1 in poison_epochs and step == steps_per_epoch - 1:
+            w = vae.decoder[0].weight
+            pyro.factor("poison", (w - w.detach()).abs().sqrt().sum())
+
+    return model
+
+
+def test_parameters_made_nan_by_a_step_stop_training_before_any_checkpoint(tmp_path):
+    # Before: one step per epoch wrote the NaN weights into "the last good checkpoint".
+    x, vae, path = _x(32), _vae(name="p"), tmp_path / "ckpt.pt"
+    with pyro.validation_enabled(False), pytest.raises(FloatingPointError) as err:
+        fit(_poisoned(vae, {1}, 1), vae.guide, x, num_epochs=3, batch_size=32, lr=1e-2,
+            transform=binarize, checkpoint=path, progress=False)
+    message = str(err.value)
+    assert "epoch 1" in message and "p_decoder$$$0.weight" in message
+    assert "No checkpoint was written" in message and str(path) not in message
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_nan_parameters_in_a_later_epoch_keep_the_last_good_checkpoint(tmp_path):
+    x, vae, path = _x(64), _vae(name="p"), tmp_path / "ckpt.pt"
+    with pyro.validation_enabled(False), pytest.raises(FloatingPointError) as err:
+        fit(_poisoned(vae, {2}, 2), vae.guide, x, num_epochs=3, batch_size=32, lr=1e-2,
+            transform=binarize, checkpoint=path, progress=False)
+    assert "epoch 2" in str(err.value) and f"({path}) holds epoch 1" in str(err.value)
+    saved = load_checkpoint(path)  # verifies every saved parameter is finite
+    assert saved["epoch"] == 1
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0.0, -1e-3])
+def test_non_finite_or_non_positive_step_sizes_are_refused(bad):
+    # Before: lr=inf trained to NaN (and svi_vae.py --lr inf exited 0 with NaN metrics).
+    vae = _vae()
+    with pytest.raises(ValueError, match="lr"):
+        fit(vae.model, vae.guide, _x(8), lr=bad, progress=False)
+    with pytest.raises(ValueError, match="learning rate"):
+        fit(vae.model, vae.guide, _x(8), optim=pyro.optim.Adam({"lr": bad}), progress=False)
+    with pytest.raises(ValueError, match="finite lr > 0"):
+        decaying_adam(bad, 1e-4, 3)
+    with pytest.raises(ValueError, match="finite lr > 0"):
+        decaying_adam(1e-3, bad, 3)
+
+
+# --- resume against another configuration ----------------------------------------------
+
+def test_resume_with_another_configuration_lists_every_difference(tmp_path):
+    # Before: fit had no config; a changed lr, schedule or architecture was silently ignored.
+    x, path = _x(64), tmp_path / "ckpt.pt"
+    _fit(_vae(hidden=16, name="v"), x, checkpoint=path, config={"hidden": [16], "lr_final": 1e-4})
+    with pytest.raises(ValueError) as err:
+        _fit(_vae(hidden=32, name="v"), x, num_epochs=2, lr=2e-2, checkpoint=path, resume=True,
+             config={"hidden": [32], "lr_final": 1e-3})
+    message = str(err.value)
+    for words in ("hidden: checkpoint [16], now [32]", "lr_final: checkpoint 0.0001, now 0.001",
+                  "lr: checkpoint 0.01, now 0.02",
+                  "parameter v_encoder$$$0.weight: checkpoint shape (16, 784), now (32, 784)",
+                  "parameter v_decoder$$$2.weight: checkpoint shape (784, 16), now (784, 32)"):
+        assert words in message
+
+
+def test_resume_with_a_new_default_named_model_is_refused(tmp_path):
+    x, path = _x(64), tmp_path / "ckpt.pt"
+    _fit(_vae(), x, checkpoint=path)
+    with pytest.raises(ValueError, match="not in the checkpoint"):
+        _fit(_vae(), x, num_epochs=2, checkpoint=path, resume=True)  # vae_<n+1>: not the saved one
+
+
+def test_after_resume_the_modules_hold_the_checkpoint_weights(tmp_path):
+    # Before: with nothing left to train, the resumed modules kept their initial weights.
+    x, path = _x(64), tmp_path / "ckpt.pt"
+    trained = _vae(name="v")
+    _fit(trained, x, num_epochs=2, checkpoint=path)
+    resumed = _vae(name="v", seed=5)
+    history = _fit(resumed, x, num_epochs=2, checkpoint=path, resume=True)
+    assert history.epoch == [1, 2]
+    for (name, a), b in zip(trained.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+
+
+def _vae6():
+    return VAE(x_dim=6, z_dim=2, hidden_dims=(4,))
+
+
+def _binary6(n=8, d=6, dtype=torch.float32):
+    return torch.bernoulli(torch.full((n, d), 0.5, dtype=dtype),
+                           generator=torch.Generator().manual_seed(0))
+
+
+def _fit6(data, **kwargs):
+    vae = _vae6()
+    kwargs = {"num_epochs": 1, "batch_size": 4, **kwargs}
+    return fit(vae.model, vae.guide, data, progress=False, **kwargs)
+
+
+#: Sizes, and data the guide would have run on before the model's check (moved from the
+#: library-wide table of bad inputs).
+SMALL_FIT_CASES = {
+    "fit num_particles=2.5": (lambda: _fit6(_binary6(), num_particles=2.5), "num_particles"),
+    "fit batch_size=2.5": (lambda: _fit6(_binary6(), batch_size=2.5), "batch_size"),
+    "fit num_epochs=1.5": (lambda: _fit6(_binary6(), num_epochs=1.5), "num_epochs"),
+    "fit width 5 for x_dim 6": (lambda: _fit6(_binary6(8, 5)), r"x must have shape \(B, 6\)"),
+    "fit float64 data": (lambda: _fit6(_binary6(dtype=torch.float64)), "x .*torch.float32"),
+    "fit int data": (lambda: _fit6(_binary6().long()), "x .*floating"),
+    "fit bool data": (lambda: _fit6(_binary6().bool()), "x .*floating"),
+    "fit transform not callable": (lambda: _fit6(_binary6(), transform="binarize"), "transform"),
+    "decaying_adam num_epochs=2.5": (lambda: decaying_adam(1e-3, 1e-4, 2.5), "num_epochs"),
+}
+
+
+@pytest.mark.parametrize("case", list(SMALL_FIT_CASES))
+def test_bad_sizes_and_data_of_a_vae6_get_a_value_error_naming_them(case):
+    call, words = SMALL_FIT_CASES[case]
+    with pyro.validation_enabled(False):  # the checks must not depend on Pyro's switch
+        with pytest.raises(ValueError, match=words):
+            call()

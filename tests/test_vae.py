@@ -86,3 +86,74 @@ def test_bad_construction_is_rejected():
         VAE(likelihood="poisson")
     with pytest.raises(ValueError, match="positive"):
         VAE(z_dim=0)
+
+
+def test_an_activation_that_is_not_a_module_class_is_refused_at_construction():
+    # A factory would build the layers but could not be named in a saved model file.
+    with pytest.raises(ValueError, match="activation must be an nn.Module class"):
+        VAE(z_dim=2, hidden_dims=(8,), activation=lambda: torch.nn.ReLU())
+
+
+def _small():
+    return VAE(x_dim=6, z_dim=2, hidden_dims=(4,))
+
+
+NAN6 = torch.full((3, 6), 0.5)
+NAN6[1, 2] = float("nan")
+
+#: One bad argument per case, the words its ValueError must contain (argument and cause).
+BAD_INPUTS = {
+    # construction
+    "x_dim=0": (lambda: VAE(x_dim=0), "x_dim must be a positive integer, got 0"),
+    "x_dim=-1": (lambda: VAE(x_dim=-1), "x_dim must be a positive integer, got -1"),
+    "x_dim=2.5": (lambda: VAE(x_dim=2.5), "x_dim must be a positive integer, got 2.5"),
+    "x_dim=True": (lambda: VAE(x_dim=True), "x_dim must be a positive integer, got True"),
+    "z_dim=2.5": (lambda: VAE(z_dim=2.5), "z_dim"),
+    "z_dim=0": (lambda: VAE(z_dim=0), "z_dim must be a positive integer, got 0"),
+    "hidden_dims=400": (lambda: VAE(hidden_dims=400),
+                        r"hidden_dims must be a sequence \(tuple or list\) of positive integers, got 400"),
+    "hidden_dims='400'": (lambda: VAE(hidden_dims="400"), "hidden_dims must be a sequence"),
+    "hidden_dims=(2.5,)": (lambda: VAE(hidden_dims=(2.5,)), "hidden_dims"),
+    "hidden_dims=(8, 0)": (lambda: VAE(hidden_dims=(8, 0)),
+                           r"hidden_dims\[1\] must be a positive integer, got 0"),
+    "hidden_dims=(True,)": (lambda: VAE(hidden_dims=(True,)),
+                            r"hidden_dims\[0\] must be a positive integer, got True"),
+    "likelihood='poisson'": (lambda: VAE(likelihood="poisson"),
+                             r"likelihood must be one of \('bernoulli', 'normal'\), got 'poisson'"),
+    "likelihood=None": (lambda: VAE(likelihood=None), "likelihood must be one of"),
+    "activation instance": (lambda: VAE(activation=torch.nn.Tanh()),
+                            "activation must be an nn.Module class .*got Tanh()"),
+    "activation function": (lambda: VAE(activation=torch.tanh), "activation must be an nn.Module class"),
+    "activation not a module": (lambda: VAE(activation=int), "activation must be an nn.Module class"),
+    "name=''": (lambda: VAE(name=""), "name must be a non-empty string"),
+    "name=3": (lambda: VAE(name=3), "name must be a non-empty string"),
+    # data: shapes and dtypes in every body, values at the public doors
+    "model x list": (lambda: _small().model([[0.0] * 6]), r"x must have shape \(B, 6\), got list"),
+    "guide x 0-dim": (lambda: _small().guide(torch.tensor(0.5)), r"x must have shape \(B, 6\), got shape \(\)"),
+    "guide x empty": (lambda: _small().guide(torch.zeros(0, 6)), "x must have at least 1 rows"),
+    "guide x int": (lambda: _small().guide(torch.ones(3, 6, dtype=torch.long)),
+                    "x must be a floating tensor of dtype torch.float32"),
+    "guide x float64": (lambda: _small().guide(torch.ones(3, 6, dtype=torch.float64)),
+                        r"x must be dtype torch.float32, got dtype torch.float64; convert it"),
+    "guide x 3-dim": (lambda: _small().guide(torch.ones(2, 3, 6)), r"x must have shape \(B, 6\)"),
+    "reconstruct NaN": (lambda: _small().reconstruct(NAN6), "x contains NaN"),
+    "reconstruct 1.5": (lambda: _small().reconstruct(torch.full((2, 6), 1.5)),
+                        r"x must lie in \[0.0, 1.0\]"),
+    "sample n=0": (lambda: _small().sample(0), "n must be a positive integer, got 0"),
+    "sample n=2.5": (lambda: _small().sample(2.5), "n must be a positive integer, got 2.5"),
+    "sample n=True": (lambda: _small().sample(True), "n must be a positive integer, got True"),
+    "sample generator='seed'": (lambda: _small().sample(2, generator="seed"),
+                                "generator must be a torch.Generator or None, got str"),
+    "model num_data=inf": (lambda: _small().model(torch.ones(2, 6), num_data=float("inf")),
+                           "num_data must be a positive integer, got inf"),
+    "guide num_data='10'": (lambda: _small().guide(torch.ones(2, 6), num_data="10"),
+                            "num_data must be a positive integer, got '10'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_inputs_get_a_value_error_naming_argument_and_cause(case):
+    call, words = BAD_INPUTS[case]
+    with pyro.validation_enabled(False):  # the doors' checks do not depend on Pyro's switch
+        with pytest.raises(ValueError, match=words):
+            call()

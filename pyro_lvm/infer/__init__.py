@@ -37,11 +37,11 @@ from __future__ import annotations
 
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
-from ..checks import check_size
+from ..checks import check_callable, check_size
 from .importance import ImportanceWeightedLoss, LogWeights, log_mean_exp
 from .losses import DReG, IWAE, TraceGraph, VIMCO, score_function_guide
 
-__all__ = ["LOSSES", "make_loss", "IWAE", "DReG", "VIMCO", "TraceGraph",
+__all__ = ["LOSSES", "make_loss", "resolve_loss", "IWAE", "DReG", "VIMCO", "TraceGraph",
            "ImportanceWeightedLoss", "LogWeights", "log_mean_exp", "score_function_guide"]
 
 
@@ -83,3 +83,30 @@ def make_loss(name: str, num_particles: int = 1, **options):
         return LOSSES[name](num_particles=num_particles, **options)
     except TypeError as err:  # an option the loss class does not take
         raise ValueError(f"loss {name!r} does not take the options {sorted(options)}: {err}") from err
+
+
+def resolve_loss(entry, num_particles: int = 1, guide=None, *, name: str = "loss"):
+    """``(loss, guide)`` from what a caller may give as a loss: a name (built by
+    :func:`make_loss` with ``num_particles``), a loss object (used as it is, with its own
+    K), or a ``(loss, guide)`` tuple for an estimator that needs another guide (e.g.
+    :func:`score_function_guide` of the same one).
+
+    :param guide: the guide used unless ``entry`` is a tuple.
+    :param str name: how messages name ``entry`` (e.g. ``"losses[1]"``).
+    :raises ValueError: an unknown name (naming ``name``), a tuple that is not ``(loss, guide)`` with a
+        callable guide, or an object without Pyro's ELBO interface (``loss``,
+        ``loss_and_grads``).
+    """
+    if isinstance(entry, tuple):
+        if len(entry) != 2:
+            raise ValueError(f"{name} must be a loss or a (loss, guide) tuple, got a tuple of "
+                             f"{len(entry)}")
+        entry, guide = entry[0], check_callable(f"the guide of {name}", entry[1])
+    if isinstance(entry, str) and entry not in LOSSES:
+        raise ValueError(f"{name} must be one of {sorted(LOSSES)} or a loss object, got {entry!r}")
+    if isinstance(entry, str):
+        return make_loss(entry, num_particles=num_particles), guide
+    if not all(callable(getattr(entry, m, None)) for m in ("loss", "loss_and_grads")):
+        raise ValueError(f"{name} must be a loss name (one of {sorted(LOSSES)}) or an ELBO "
+                         f"object with loss and loss_and_grads, got {type(entry).__name__}")
+    return entry, guide

@@ -27,7 +27,7 @@ The importance-weighted losses (:mod:`pyro_lvm.infer.losses`),
 :func:`pyro_lvm.evaluate.log_likelihood` and the diagnostics all read their
 weights from :meth:`ImportanceWeightedLoss.log_weights`, so there is one
 definition of the estimator in the library; annealed importance sampling
-(:mod:`pyro_lvm.infer.ais`) reads the same densities at latent values it chooses
+(:mod:`pyro_lvm.ais`) reads the same densities at latent values it chooses
 itself through :func:`log_weights_at`.
 
 Shapes: with K > 1 the particles are a plate (:data:`PARTICLE_PLATE`) outside
@@ -296,7 +296,7 @@ def log_weights_at(values: dict, model, guide, *args, num_particles: int,
     ``log_p`` is ``log p(x, z)`` at ``z = values``, reduced per point exactly as
     :meth:`ImportanceWeightedLoss.log_weights` reduces them.
 
-    For samplers that move the latents themselves (:mod:`pyro_lvm.infer.ais`); the
+    For samplers that move the latents themselves (:mod:`pyro_lvm.ais`); the
     densities are differentiable in ``values``.
 
     :param dict values: ``{site name: tensor}`` for every latent site of the guide, shaped

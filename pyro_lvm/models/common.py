@@ -1,14 +1,15 @@
-"""Pieces every model/guide pair shares: the data plate, the local-parameter check, the MLP
-and the Gaussian output head."""
+"""Pieces every model/guide pair shares: the data plate, the local-parameter check, the MLP,
+the Gaussian output head and the message for data that overflow their dtype."""
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 import pyro
+
+from ..checks import check_size
 
 #: Floor on every predicted standard deviation (:func:`gaussian_head`): keeps Gaussian
 #: log-densities finite when a network drives its scale output to -inf.
@@ -27,11 +28,10 @@ def data_plate(x: torch.Tensor, num_data: int | None = None, dim: int = -1) -> p
     the plate then scales every log-density inside it by ``num_data / B``, so
     the loss is an unbiased estimate of the full-data objective.
 
-    :raises ValueError: ``num_data`` smaller than the batch.
+    :raises ValueError: ``num_data`` not a positive integer, or smaller than the batch.
     """
     batch = x.shape[0]
-    if num_data is None:
-        num_data = batch
+    num_data = batch if num_data is None else check_size("num_data", num_data)
     if num_data < batch:
         raise ValueError(f"num_data ({num_data}) must be at least the batch size ({batch})")
     # The rows are the subsample already (fit draws them); naming them keeps
@@ -42,16 +42,11 @@ def data_plate(x: torch.Tensor, num_data: int | None = None, dim: int = -1) -> p
 
 def check_local_rows(x: torch.Tensor, num_local: int, guide: str) -> None:
     """A guide with local parameters (one set per data point, fitted per point) must see
-    all its ``num_local`` rows at once, in order.
+    all its ``num_local`` rows at once, in order.  Its module also sets ``num_local_rows``,
+    which :meth:`pyro_lvm.distributed.Context.check_split` reads to refuse DDP before any work.
 
-    :raises ValueError: ``x`` has another number of rows, e.g. under DDP, where each
-        process sees only its share of the rows.
+    :raises ValueError: ``x`` has another number of rows.
     """
-    if x.shape[0] != num_local and dist.is_available() and dist.is_initialized() \
-            and dist.get_world_size() > 1:
-        raise ValueError(f"the {guide} guide holds local parameters for {num_local} rows, "
-                         f"but under DDP each of the {dist.get_world_size()} processes sees only "
-                         "its share of the rows; train it in one process (no torchrun)")
     if x.shape[0] != num_local:
         raise ValueError(f"the {guide} guide holds local parameters for {num_local} rows but "
                          f"got {x.shape[0]}; pass all N rows (fit: batch_size >= N, "
@@ -59,7 +54,15 @@ def check_local_rows(x: torch.Tensor, num_local: int, guide: str) -> None:
 
 
 def mlp(sizes, activation=nn.Softplus) -> nn.Sequential:
-    """``Linear -> activation -> ... -> Linear`` through the given layer sizes."""
+    """``Linear -> activation -> ... -> Linear`` through the given layer sizes.
+
+    :raises ValueError: ``activation`` not an ``nn.Module`` class (an instance such as
+        ``nn.Tanh()``, a function such as ``torch.tanh``): one instance is built per layer,
+        and a class is what a saved model file can name.
+    """
+    if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
+        raise ValueError(f"activation must be an nn.Module class such as nn.Softplus (the class, "
+                         f"not an instance or a function), got {activation!r}")
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
@@ -74,3 +77,14 @@ def gaussian_head(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     predict log-variances; softplus keeps the gradient bounded)."""
     loc, raw = output.chunk(2, dim=-1)
     return loc, F.softplus(raw) + MIN_SCALE
+
+
+def overflow_error(x: torch.Tensor, what: str) -> ValueError:
+    """The error for ``what`` (covariances, log-densities: sums of squared deviations of
+    ``x``) computed as inf or NaN from finite data: the squares exceeded the largest number
+    of ``x``'s dtype (3.4e38 in float32), so the real cause is the data's magnitude."""
+    advice = "rescale it" if x.dtype == torch.float64 else "convert it to torch.float64 or rescale it"
+    return ValueError(f"{what} overflowed {x.dtype}: x has values up to "
+                      f"{x.abs().max().item():.3g} in magnitude, and squared deviations above "
+                      f"{torch.finfo(x.dtype).max:.3g} are inf; {advice} (e.g. "
+                      "(x - x.mean(0)) / x.std())")

@@ -34,7 +34,8 @@ import pyro
 import pyro.distributions as dist
 from pyro.poutine.util import site_is_subsample
 
-from ..checks import check_data, check_size
+from ..checks import (check_callable, check_data, check_generator, check_positive, check_size,
+                      check_sizes)
 from ..params import isolated_param_store, register, unique_name
 from .common import data_plate, gaussian_head, mlp
 from .vae import VAE
@@ -64,8 +65,9 @@ class DLGM(VAE):
     :param activation: hidden non-linearity (``nn.Tanh`` in Burda et al.).
     :param str name: prefix of the parameter names in Pyro's param store (default ``dlgm_0``,
         ``dlgm_1``, ... one per instance: :func:`pyro_lvm.params.unique_name`).
-    :raises ValueError: no layer, a ``hidden_dims`` of another length than ``z_dims``, a
-        non-positive size or an unknown likelihood.
+    :raises ValueError: no layer, a ``hidden_dims`` that is not one sequence of positive
+        integers per layer of ``z_dims``, a size that is not a positive integer, or as
+        :class:`~pyro_lvm.models.vae.VAE` (likelihood, activation, name).
 
     ``model(x, num_data=None)`` and ``guide(x, num_data=None)`` take ``x`` of shape
     ``(B, x_dim)``; latent sites ``"z1" .. "zL"`` have shapes ``(B, z_dims[l-1])`` (with K
@@ -74,13 +76,12 @@ class DLGM(VAE):
 
     def __init__(self, x_dim: int = 784, z_dims=(50,), hidden_dims=((200, 200),),
                  likelihood: str = "bernoulli", activation=nn.Tanh, name: str | None = None):
-        z_dims = tuple(int(z) for z in z_dims)
-        hidden_dims = tuple(tuple(int(h) for h in layer) for layer in hidden_dims)
-        if not z_dims or len(hidden_dims) != len(z_dims):
-            raise ValueError(f"need one tuple of hidden_dims per stochastic layer, got z_dims "
-                             f"{z_dims} and hidden_dims {hidden_dims}")
-        if any(z < 1 for z in z_dims) or any(h < 1 for layer in hidden_dims for h in layer):
-            raise ValueError(f"z_dims and hidden_dims must be positive, got {z_dims}, {hidden_dims}")
+        z_dims = check_sizes("z_dims", z_dims, allow_empty=False)
+        if not isinstance(hidden_dims, (tuple, list)) or len(hidden_dims) != len(z_dims):
+            raise ValueError(f"need one tuple of hidden_dims per stochastic layer, such as "
+                             f"((200, 200),) for one layer: z_dims {z_dims} needs {len(z_dims)}, "
+                             f"got hidden_dims={hidden_dims!r}")
+        hidden_dims = tuple(check_sizes(f"hidden_dims[{l}]", h) for l, h in enumerate(hidden_dims))
         super().__init__(x_dim, z_dims[0], hidden_dims[0], likelihood, activation,
                          unique_name("dlgm", name))
         self.z_dims = z_dims
@@ -97,7 +98,7 @@ class DLGM(VAE):
 
         :raises ValueError: another number of layers.
         """
-        if num_layers not in BURDA_ARCHITECTURES:
+        if check_size("num_layers", num_layers) not in BURDA_ARCHITECTURES:
             raise ValueError(f"Burda et al. use 1 or 2 stochastic layers, got {num_layers}")
         z_dims, hidden_dims = BURDA_ARCHITECTURES[num_layers]
         model = cls(z_dims=z_dims, hidden_dims=hidden_dims, **kwargs)
@@ -118,11 +119,15 @@ class DLGM(VAE):
         training starts at the pixel marginals, as Burda et al.'s code does
         (``datasets.get_train_bias_np``).  ``x_mean``: ``(x_dim,)`` mean training image.
 
-        :raises ValueError: not the Bernoulli likelihood, or a wrong shape.
+        :raises ValueError: not the Bernoulli likelihood, or ``x_mean`` not a tensor
+            ``(x_dim,)`` of the model's dtype with values in [0, 1].
         """
-        if self.likelihood != "bernoulli" or x_mean.shape != (self.x_dim,):
-            raise ValueError(f"init_output_bias needs the bernoulli likelihood and x_mean of shape "
-                             f"({self.x_dim},), got {self.likelihood!r}, {tuple(x_mean.shape)}")
+        if self.likelihood != "bernoulli":
+            raise ValueError(f"init_output_bias needs the bernoulli likelihood, got {self.likelihood!r}")
+        if isinstance(x_mean, torch.Tensor) and x_mean.shape != (self.x_dim,):
+            raise ValueError(f"init_output_bias needs x_mean of shape ({self.x_dim},) (the mean "
+                             f"training image), got {tuple(x_mean.shape)}")
+        check_data(x_mean, "x_mean", ndim=1, low=0.0, high=1.0, dtype=self.decoder[-1].bias.dtype)
         self.decoder[-1].bias.copy_(torch.logit(x_mean.clamp(1e-3, 1 - 1e-3)))
 
     def model(self, x: torch.Tensor, num_data: int | None = None):
@@ -152,8 +157,12 @@ class DLGM(VAE):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Means of p(x | z_1) for ``n`` ancestral draws ``z_L -> .. -> z_1``, ``(n, x_dim)``."""
-        device = next(self.parameters()).device
+        """Means of p(x | z_1) for ``n`` ancestral draws ``z_L -> .. -> z_1``, ``(n, x_dim)``.
+
+        :raises ValueError: ``n`` not a positive integer, ``generator`` not a
+            ``torch.Generator`` on the model's device."""
+        n, device = check_size("n", n), next(self.parameters()).device
+        check_generator(generator, device)
         z = torch.randn(n, self.z_dims[-1], device=device, generator=generator)
         for net in reversed(self.down):
             d = _gaussian(net, z).base_dist
@@ -180,13 +189,16 @@ def active_units(guide, x: torch.Tensor, num_samples: int = 100, threshold: floa
     :param int batch_size: rows per pass (bounds memory).
     :returns: ``{site: (A_u, active)}`` with ``A_u`` ``(D_site,)`` variances and ``active``
         the boolean mask ``A_u > threshold``; ``int(active.sum())`` counts the active units.
-    :raises ValueError: ``x`` empty, NaN/inf or with fewer than two rows; ``num_samples`` or
+    :raises ValueError: ``guide`` not callable; ``x`` empty, NaN/inf, with fewer than two rows
+        or not what the guide takes (its body's checks); ``num_samples`` or
         ``batch_size`` not a positive integer; a negative or infinite ``threshold``.
     """
+    check_callable("guide", guide)
+    if isinstance(x, torch.Tensor) and x.dim() == 0:
+        raise ValueError("x must have a leading data dimension (N, ...), got a 0-dim tensor")
     check_data(x, "x", ndim=None, min_rows=2)  # a variance across rows needs two
     num_samples, batch_size = check_size("num_samples", num_samples), check_size("batch_size", batch_size)
-    if not 0 <= threshold < float("inf"):
-        raise ValueError(f"threshold must be a finite variance >= 0, got {threshold!r}")
+    threshold = check_positive("threshold", threshold, allow_zero=True)
     means = {}
     for start in range(0, x.shape[0], batch_size):
         rows = x[start:start + batch_size]

@@ -19,7 +19,7 @@ from torch import nn
 import pyro
 import pyro.distributions as dist
 
-from ..checks import check_data, check_size, check_values
+from ..checks import check_choice, check_data, check_generator, check_size, check_sizes, check_values
 from ..params import register, unique_name
 from .common import data_plate, gaussian_head, mlp
 from .saving import Saveable
@@ -41,14 +41,16 @@ class VAE(Saveable):
     :param activation: the hidden-layer non-linearity (a ``nn.Module`` class).
     :param str name: prefix of the parameter names in Pyro's param store (default
         ``vae_0``, ``vae_1``, ... one per instance: :func:`pyro_lvm.params.unique_name`).
-    :raises ValueError: a size that is not a positive integer, or an unknown likelihood.
+    :raises ValueError: a size that is not a positive integer, ``hidden_dims`` not a
+        sequence of them, an unknown likelihood, an activation that is not an ``nn.Module``
+        class, or a name that is not a non-empty string.
 
     ``model(x, num_data=None)`` and ``guide(x, num_data=None)`` take ``x`` of
     shape ``(B, x_dim)``; ``num_data`` is the full data set size when ``x`` is a
     minibatch (the plate then scales the likelihood by ``num_data / B``).  Both
-    raise ``ValueError`` for ``x`` of another shape or dtype than the parameters',
-    and for NaN/inf or (Bernoulli) values outside [0, 1]: always in evaluation, in
-    training when Pyro's validation is on (``fit`` checks the data set once).
+    raise ``ValueError`` (:meth:`check_inputs`) for ``x`` of another shape or dtype than
+    the parameters', and for NaN/inf or (Bernoulli) values outside [0, 1] when Pyro's
+    validation is on (the doors of ``fit`` and ``evaluate`` check the values once).
     """
 
     def __init__(
@@ -62,10 +64,9 @@ class VAE(Saveable):
     ):
         super().__init__()
         x_dim, z_dim = check_size("x_dim", x_dim), check_size("z_dim", z_dim)
-        hidden_dims = tuple(check_size("hidden_dims[]", h) for h in hidden_dims)
-        if likelihood not in _LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
-        self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, unique_name("vae", name)
+        hidden_dims = check_sizes("hidden_dims", hidden_dims)
+        self.likelihood = check_choice("likelihood", likelihood, _LIKELIHOODS)
+        self.x_dim, self.z_dim, self.name = x_dim, z_dim, unique_name("vae", name)
         out = x_dim if likelihood == "bernoulli" else 2 * x_dim
         self.encoder = mlp((x_dim, *hidden_dims, 2 * z_dim), activation)
         self.decoder = mlp((z_dim, *reversed(hidden_dims), out), activation)
@@ -73,16 +74,16 @@ class VAE(Saveable):
     def check_inputs(self, x: torch.Tensor, values: bool | None = None) -> None:
         """Reject ``x`` the model cannot take: shape and dtype on every call, values
         (NaN/inf, Bernoulli range) when ``values``, by default as
-        :func:`~.common.check_values` says (:func:`~pyro_lvm.train.fit` asks for them once).
+        :func:`~pyro_lvm.checks.check_values` says (the doors of ``fit`` and ``evaluate``
+        ask for them once).
 
         :raises ValueError: naming ``x`` and what was expected.
         """
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
-            raise ValueError(f"x must have shape (B, {self.x_dim}), got "
-                             f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (B, {self.x_dim}), got {got}")
         low, high = (0.0, 1.0) if self.likelihood == "bernoulli" else (None, None)
-        check_data(x, "x", size=self.x_dim, low=low, high=high,
-                   dtype=self.encoder[0].weight.dtype,
+        check_data(x, "x", low=low, high=high, dtype=self.encoder[0].weight.dtype,
                    values=check_values() if values is None else values)
 
     def encode(self, x: torch.Tensor):
@@ -120,13 +121,18 @@ class VAE(Saveable):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x | z = posterior mean), ``(N, x_dim)``."""
-        self.check_inputs(x)
+        """Mean of p(x | z = posterior mean), ``(N, x_dim)``.
+
+        :raises ValueError: as :meth:`check_inputs` (values included)."""
+        self.check_inputs(x, values=True)
         return self.decode(self.encode(x)[0])
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Means of p(x | z) for ``n`` prior draws of z, ``(n, x_dim)``."""
-        n = check_size("n", n)
-        device = next(self.parameters()).device
+        """Means of p(x | z) for ``n`` prior draws of z, ``(n, x_dim)``.
+
+        :raises ValueError: ``n`` not a positive integer, ``generator`` not a
+            ``torch.Generator`` on the model's device."""
+        n, device = check_size("n", n), next(self.parameters()).device
+        check_generator(generator, device)
         return self.decode(torch.randn(n, self.z_dim, device=device, generator=generator))

@@ -88,11 +88,11 @@ from pyro import poutine
 from pyro.ops.integrator import velocity_verlet
 from pyro.poutine.util import prune_subsample_sites
 
-from ..checks import check_choice, check_positive, check_size
-from .importance import ImportanceWeightedLoss, log_weights_at, plates_by_site
+from .checks import check_choice, check_positive, check_size
+from .infer.importance import ImportanceWeightedLoss, log_weights_at, plates_by_site
 
 __all__ = ["AISOptions", "AISResult", "AnnealingPath", "BDMCResult", "SCHEDULES", "anneal",
-           "check_options", "schedule", "simulate"]
+           "check_options", "forward", "sandwich", "schedule", "simulate"]
 
 #: Annealing schedules of :func:`schedule`.
 SCHEDULES = ("sigmoid", "linear")
@@ -349,6 +349,22 @@ def anneal(path: AnnealingPath, options: AISOptions,
     if start is not None:  # log_w estimates log (1 / p(x)): the upper bound is minus it
         estimate = -estimate
     return AISResult(estimate, stderr, accepted / max(1, options.num_steps - 1), step.squeeze(-1))
+
+
+def forward(model, guide, args: tuple, kwargs: dict, options: AISOptions) -> AISResult:
+    """Forward AIS on one block of data ``args``: the estimate of ``log p(x_n)`` per point."""
+    return anneal(AnnealingPath(model, guide, args, kwargs, options.num_chains), options)
+
+
+def sandwich(model, guide, args: tuple, kwargs: dict, options: AISOptions) -> tuple:
+    """BDMC on one block: data simulated in the shape of ``args`` (:func:`simulate`), then
+    forward AIS and reverse AIS from the simulated latents on them.
+
+    :returns: ``(forward, reverse, simulated data)``, two :class:`AISResult` and a tuple."""
+    simulated, latents = simulate(model, args, kwargs)
+    path = AnnealingPath(model, guide, simulated, kwargs, options.num_chains)
+    start = path.layout.flatten(latents).expand_as(path.draw).clone()
+    return anneal(path, options), anneal(path, options, start), simulated
 
 
 def _log_mean_exp_and_stderr(log_w):
