@@ -26,7 +26,9 @@ Two paths, chosen from the traces:
 The importance-weighted losses (:mod:`pyro_lvm.infer.losses`),
 :func:`pyro_lvm.evaluate.log_likelihood` and the diagnostics all read their
 weights from :meth:`ImportanceWeightedLoss.log_weights`, so there is one
-definition of the estimator in the library.
+definition of the estimator in the library; annealed importance sampling
+(:mod:`pyro_lvm.ais`) reads the same densities at latent values it chooses
+itself through :func:`log_weights_at`.
 
 Shapes: with K > 1 the particles are a plate (:data:`PARTICLE_PLATE`) outside
 the model's plates, so every sample in the model and guide gets a leading
@@ -47,11 +49,13 @@ from pyro.distributions.util import detach, scale_and_mask
 from pyro.infer.elbo import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import torch_item
+from pyro.poutine.messenger import Messenger
 from pyro.util import get_rng_state, set_rng_state
 
 from ..checks import check_size
 
-__all__ = ["LogWeights", "ImportanceWeightedLoss", "log_mean_exp", "PARTICLE_PLATE"]
+__all__ = ["LogWeights", "ImportanceWeightedLoss", "log_mean_exp", "log_weights_at",
+           "PARTICLE_PLATE"]
 
 #: Name of the plate over particles (Pyro's own name for it).
 PARTICLE_PLATE = "num_particles_vectorized"
@@ -283,3 +287,39 @@ class ImportanceWeightedLoss(ELBO):
         if surrogate.requires_grad:
             surrogate.backward(retain_graph=self.retain_graph)
         return loss.detach()
+
+
+def log_weights_at(values: dict, model, guide, *args, num_particles: int,
+                   max_plate_nesting, **kwargs) -> LogWeights:
+    """:class:`LogWeights` at given latent values instead of guide draws: the guide's
+    sample sites take ``values`` (:class:`_Given`), so ``log_q`` is ``log q(z | x)`` and
+    ``log_p`` is ``log p(x, z)`` at ``z = values``, reduced per point exactly as
+    :meth:`ImportanceWeightedLoss.log_weights` reduces them.
+
+    For samplers that move the latents themselves (:mod:`pyro_lvm.ais`); the
+    densities are differentiable in ``values``.
+
+    :param dict values: ``{site name: tensor}`` for every latent site of the guide, shaped
+        as the guide samples it with ``num_particles`` particles (``(K, B, ...)`` for K > 1,
+        the particle plate leftmost; the shapes the user's code wrote for K = 1).
+    :param int num_particles: K, the size of the particle plate the values carry.
+    :param max_plate_nesting: the model's plates without the particle plate.
+    :raises ValueError: as :func:`log_weights_from_traces`.
+    """
+    estimator = ImportanceWeightedLoss(num_particles, max_plate_nesting=max_plate_nesting)
+    return estimator.log_weights(model, _Given(values)(guide), *args, **kwargs)
+
+
+class _Given(Messenger):
+    """Sample sites named in ``values`` take those values and stay latent.  Pyro has no
+    handler for this: ``poutine.condition`` marks them observed (the model's replay then
+    refuses them), and ``poutine.replay`` marks them done, so the particle plate outside
+    no longer broadcasts their distributions (Pyro's shape validation then fails)."""
+
+    def __init__(self, values: dict):
+        super().__init__()
+        self.values = values
+
+    def _pyro_sample(self, msg):
+        if msg["name"] in self.values:  # a value that is not None is kept, not sampled
+            msg["value"] = self.values[msg["name"]]
