@@ -47,6 +47,7 @@ from pyro.distributions.util import detach, scale_and_mask
 from pyro.infer.elbo import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import torch_item
+from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.util import get_rng_state, set_rng_state
 
 from ..checks import check_size
@@ -124,17 +125,93 @@ def data_plate_name(sites):
     return common.pop() if common and len(common) == 1 else None
 
 
-def _per_point(log_prob: torch.Tensor, num_plates: int, data_dim: int, name: str) -> torch.Tensor:
-    """Sum a site's ``log_prob`` (batch shape) over every dim but particles and data."""
-    if log_prob.dim() > num_plates:
-        raise ValueError(
-            f"site '{name}' has batch shape {tuple(log_prob.shape)} with more dims than its "
-            f"{num_plates} plates (particles included): declare them as plates or with .to_event()"
-        )
-    log_prob = log_prob.reshape((1,) * (num_plates - log_prob.dim()) + log_prob.shape)
-    keep = (0, num_plates + data_dim)
-    others = [d for d in range(num_plates) if d not in keep]
-    return log_prob.sum(others) if others else log_prob
+def _enumerated_dims(model_sites, guide_names) -> dict:
+    """``{site name: enumeration dim}`` of the model's latents summed out by enumeration
+    (``infer={"enumerate": "parallel"}``, run under Pyro's ``EnumMessenger``).
+
+    :raises ValueError: a model latent the guide neither samples nor enumerates, or two
+        enumerated sites sharing a dim (``pyro.markov`` recycles dims; the weights sum every
+        enumerated dim jointly, so only ``TraceEnum_ELBO`` handles those)."""
+    dims = {}
+    for site in model_sites:
+        if site["is_observed"] or site["name"] in guide_names:
+            continue
+        dim = site["infer"].get("_enumerate_dim")
+        if dim is None:
+            how = site["infer"].get("enumerate")
+            hint = (f" (it is marked enumerate={how!r}; the importance weights sum out "
+                    "'parallel' ones only)" if how else "")
+            raise ValueError(f"model latent site '{site['name']}' is not sampled by the guide{hint}")
+        shared = [name for name, d in dims.items() if d == dim]
+        if shared:
+            raise ValueError(f"model sites '{shared[0]}' and '{site['name']}' share enumeration "
+                             f"dim {dim} (pyro.markov): sum them out with loss='enum' instead")
+        dims[site["name"]] = dim
+    return dims
+
+
+def _check_enumerated(sites, enumerated: dict, keep: set) -> None:
+    """Enumerated sites may sit only in the plates the weights keep (the data plate, or
+    none on the shared path): summing a site out inside another plate needs Pyro's tensor
+    contraction (``TraceEnum_ELBO``), not one ``logsumexp``."""
+    plates = plates_by_site(sites)
+    for name in enumerated:
+        inner = sorted(set(plates[name]) - keep)
+        if inner:
+            raise ValueError(f"model site '{name}' is enumerated inside plate(s) {inner}, which "
+                             "the importance weights sum over; enumerate it in the data plate "
+                             "only, sample it in the guide, or use loss='enum'")
+
+
+def _left_dims(log_prob: torch.Tensor, first: int, enum_dims) -> list:
+    """The dims (negative) of ``log_prob`` left of dim ``first`` of size > 1 that are not
+    enumeration dims."""
+    return [d for d in range(-log_prob.dim(), first) if log_prob.shape[d] != 1 and d not in enum_dims]
+
+
+def _expected_shape(site, num_plates: int) -> tuple:
+    """The batch shape a site's log-density should have: its plates' sizes at their dims."""
+    shape = [1] * num_plates
+    for frame in site["cond_indep_stack"]:
+        if frame.vectorized and frame.dim is not None and -frame.dim <= num_plates:
+            shape[frame.dim] = frame.size
+    return tuple(shape)
+
+
+def _check_particle_shape(site, log_prob: torch.Tensor, num_plates: int, enum_dims) -> None:
+    """With K > 1 particles, a site's log-density carries the particle dim at
+    ``dim=-num_plates`` (the particle plate) and nothing left of it but enumeration dims.
+    A dim there means the site broadcast against the particles of another site, so each
+    weight would mix particles (shape checks only: no host sync)."""
+    if not _left_dims(log_prob, -num_plates, enum_dims):
+        return
+    raise ValueError(
+        f"site '{site['name']}' has a log-density of shape {tuple(log_prob.shape)} with "
+        f"{log_prob.shape[-num_plates]} particles, expected {_expected_shape(site, num_plates)}: "
+        f"a dim left of the particle dim (dim={-num_plates}), so its particles mix with those "
+        "of another site. Likely cause: indexing or reshaping a latent from the left (z[0], "
+        "z[:, i], torch.cat(..., dim=0)) or an unsqueeze on a global latent (w.unsqueeze(-2) "
+        "on a draw of shape (K, 1, D)); index from the right (z[..., i], dim=-1) and let the "
+        "plates broadcast")
+
+
+def _reduce(log_prob: torch.Tensor, num_plates: int, keep: tuple) -> torch.Tensor:
+    """Sum a site's ``log_prob`` over its plate dims but ``keep`` (negative), keeping every
+    dim: ``(*enumeration dims, num_plates dims)``, to be summed with the other sites'."""
+    if log_prob.dim() < num_plates:
+        log_prob = log_prob.reshape((1,) * (num_plates - log_prob.dim()) + log_prob.shape)
+    others = [d for d in range(-num_plates, 0) if d not in keep]
+    return log_prob.sum(others, keepdim=True) if others else log_prob
+
+
+def _flatten(total, num_plates: int) -> torch.Tensor:
+    """The sum of the sites' reduced log-densities as ``(K or 1, B or 1)``, its
+    enumeration dims (left of the particle dim) summed out by ``logsumexp``."""
+    if not isinstance(total, torch.Tensor):  # no site at all
+        return total
+    if total.dim() > num_plates:
+        total = torch.logsumexp(total, dim=tuple(range(total.dim() - num_plates)))
+    return total.reshape(total.shape[0], -1)
 
 
 def _site_scale(sites):
@@ -145,17 +222,15 @@ def _site_scale(sites):
     return scales.pop() if len(scales) == 1 else None
 
 
-def _shared(log_prob: torch.Tensor, num_plates: int, particles: bool) -> torch.Tensor:
-    """Sum a site's scaled ``log_prob`` over every dim but particles: ``(K, 1)``."""
-    if not particles or log_prob.dim() < num_plates:  # no particle dim in this tensor
-        return log_prob.sum().reshape(1, 1)
-    return log_prob.reshape(log_prob.shape[0], -1).sum(-1, keepdim=True)
-
-
 def log_weights_from_traces(model_trace, guide_trace, num_plates: int,
                             detach_guide_params: bool = False,
                             particles: bool = True) -> LogWeights:
     """:class:`LogWeights` from a model trace replayed against a vectorised guide trace.
+
+    Model latents the guide does not sample may be enumerated in the model (run under
+    Pyro's ``EnumMessenger``, as :class:`ImportanceWeightedLoss` does): ``log p`` is then
+    ``log sum_y p(x_n, y, z_nk)`` over their values, exactly, for sites in the data plate
+    (or, on the shared path, outside every plate).
 
     :param int num_plates: ``max_plate_nesting`` with the particle plate, outermost at
         ``dim = -num_plates``; log-probs must already be computed on both traces.
@@ -163,38 +238,49 @@ def log_weights_from_traces(model_trace, guide_trace, num_plates: int,
         detached (the doubly reparameterised estimator); only for reparameterised sites.
     :param bool particles: whether the traces carry the particle plate (K > 1);
         without it (K = 1) the weights still come out ``(1, B)`` or ``(1, 1)``.
-    :raises ValueError: a model latent the guide does not sample, a guide site that
-        cannot be reparameterised under ``detach_guide_params``, inconsistent
-        scales in a data plate, or undeclared batch dims.
+    :raises ValueError: a model latent the guide neither samples nor enumerates, an
+        enumerated site outside the plates kept, a guide site that cannot be
+        reparameterised under ``detach_guide_params``, undeclared batch dims, or (K > 1)
+        a site whose log-density has a dim left of the particle dim (the site, the shape
+        found and the shape expected are named).
     """
     model_sites, guide_sites = _sample_sites(model_trace), _sample_sites(guide_trace)
     sites = model_sites + guide_sites
-    guide_names = {s["name"] for s in guide_sites}
-    for site in model_sites:
-        if not site["is_observed"] and site["name"] not in guide_names:
-            raise ValueError(f"model latent site '{site['name']}' is not sampled by the guide")
+    enumerated = _enumerated_dims(model_sites, {s["name"] for s in guide_sites})
+    enum_dims = set(enumerated.values())
+    if particles:
+        for site in sites:
+            _check_particle_shape(site, site["unscaled_log_prob"], num_plates, enum_dims)
     plate = data_plate_name(sites)
     scale = _site_scale(sites) if plate is not None else None
+    _check_enumerated(sites, enumerated, {plate} if scale is not None else set())
     if scale is None:  # no common data plate, or per-site scales: one weight per particle
-        data_dim, scale = None, 1.0
-
-        def reduce(site, log_prob):
-            return _shared(scale_and_mask(log_prob, site["scale"], site["mask"]), num_plates,
-                           particles)
+        data_dim, scale, keep = None, 1.0, (-num_plates,)
+        if enumerated and _site_scale(sites) != 1.0:
+            raise ValueError(f"model sites {sorted(enumerated)} are enumerated in a pair whose "
+                             "sites carry different scales (subsampling, poutine.scale): use "
+                             "loss='enum'")
     else:
         data_dim = next(f.dim for f in sites[0]["cond_indep_stack"] if f.name == plate)
-        # Without the particle plate (K = 1) a site has one dim fewer than num_plates allows.
-        plates = num_plates if particles else num_plates - 1
+        keep = (-num_plates, data_dim)
 
-        def reduce(site, log_prob):
+    def reduce(site, log_prob):
+        if data_dim is None:
+            log_prob = scale_and_mask(log_prob, site["scale"], site["mask"])
+        else:
             log_prob = scale_and_mask(log_prob, mask=site["mask"])
-            if log_prob.dim() > plates:
-                raise ValueError(
-                    f"site '{site['name']}' has batch shape {tuple(log_prob.shape)} with more "
-                    f"dims than its {plates} plates: declare them as plates or with .to_event()")
-            return _per_point(log_prob, num_plates, data_dim, site["name"])
+        # Without the particle plate (K = 1) its dim must be free too.
+        extra = _left_dims(log_prob, -num_plates + (0 if particles else 1), enum_dims)
+        if extra and data_dim is not None:
+            raise ValueError(
+                f"site '{site['name']}' has batch shape {tuple(log_prob.shape)} with more "
+                f"dims than its {num_plates - (0 if particles else 1)} plates: declare them "
+                "as plates or with .to_event()")
+        if extra:  # K = 1, shared path: summed, as Pyro's Trace_ELBO does
+            log_prob = log_prob.sum(extra, keepdim=True)
+        return _reduce(log_prob, num_plates, keep)
 
-    log_p = sum(reduce(s, s["unscaled_log_prob"]) for s in model_sites)
+    log_p = _flatten(sum(reduce(s, s["unscaled_log_prob"]) for s in model_sites), num_plates)
     log_q, log_q_score, reparam_sites = 0.0, 0.0, []
     for site in guide_sites:
         reparam = site["fn"].has_rsample
@@ -205,6 +291,7 @@ def log_weights_from_traces(model_trace, guide_trace, num_plates: int,
             lq = reduce(site, detach(site["fn"]).log_prob(site["value"]))
         else:
             lq = reduce(site, site["unscaled_log_prob"])
+        lq = _flatten(lq, num_plates)
         log_q = log_q + lq
         if reparam:
             reparam_sites.append(site)
@@ -247,7 +334,13 @@ class ImportanceWeightedLoss(ELBO):
             set_rng_state(state)
 
     def _get_trace(self, model, guide, args, kwargs):
-        return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        # Model sites marked for parallel enumeration that the guide does not sample are
+        # enumerated left of every plate (and of the particle dim, also where K = 1 leaves
+        # it virtual), as TraceEnum_ELBO does; the weights sum them out.
+        first = -1 - self.max_plate_nesting - (0 if self.num_particles > 1 else 1)
+        return get_importance_trace("flat", self.max_plate_nesting,
+                                    EnumMessenger(first_available_dim=first)(model), guide, args,
+                                    kwargs)
 
     def log_weights(self, model, guide, *args, **kwargs) -> LogWeights:
         """Draw K particles for each data point of ``args`` and return their :class:`LogWeights`."""
