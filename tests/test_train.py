@@ -64,7 +64,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
     calls = {"n": 0}
 
     def poison_on_sixth_batch(batch):
-        calls["n"] += 1
+        calls["n"] += torch.is_grad_enabled()  # a step's batch, not the door's trace of the pair
         return torch.full_like(batch, float("nan")) if calls["n"] == 6 else binarize(batch)
 
     vae = _small_vae()
@@ -161,7 +161,8 @@ def test_full_batch_keeps_row_order_and_minibatches_cover_every_row():
     seen = []
 
     def model(x, num_data=None):
-        seen.append(x[:, 0].clone())
+        if torch.is_grad_enabled():  # a training step, not the door's trace of the pair
+            seen.append(x[:, 0].clone())
 
     def guide(x, num_data=None):
         pass
@@ -215,6 +216,8 @@ def _poisoned(vae, poison_epochs, steps_per_epoch):
 
     def model(x, num_data=None):
         vae.model(x, num_data)
+        if not torch.is_grad_enabled():  # the door's trace of the pair, not a step
+            return
         calls["n"] += 1
         epoch, step = divmod(calls["n"] - 1, steps_per_epoch)
         if epoch + 1 in poison_epochs and step == steps_per_epoch - 1:
