@@ -52,7 +52,8 @@ from pyro.util import get_rng_state, set_rng_state
 
 from ..checks import check_size
 
-__all__ = ["LogWeights", "ImportanceWeightedLoss", "log_mean_exp", "PARTICLE_PLATE"]
+__all__ = ["LogWeights", "ImportanceWeightedLoss", "log_mean_exp", "log_weights_from_traces",
+           "PARTICLE_PLATE"]
 
 #: Name of the plate over particles (Pyro's own name for it).
 PARTICLE_PLATE = "num_particles_vectorized"
@@ -342,11 +343,17 @@ class ImportanceWeightedLoss(ELBO):
                                     EnumMessenger(first_available_dim=first)(model), guide, args,
                                     kwargs)
 
-    def log_weights(self, model, guide, *args, **kwargs) -> LogWeights:
-        """Draw K particles for each data point of ``args`` and return their :class:`LogWeights`."""
+    def traces(self, model, guide, *args, **kwargs) -> tuple:
+        """``(model_trace, guide_trace)`` of K particles drawn in one vectorised pass, the model
+        replayed against the guide (enumerated sites summed out later), log-densities
+        computed: what :meth:`log_weights` reads."""
         if self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
-        model_trace, guide_trace = self._get_vectorized_trace(model, guide, args, kwargs)
+        return self._get_vectorized_trace(model, guide, args, kwargs)
+
+    def log_weights(self, model, guide, *args, **kwargs) -> LogWeights:
+        """Draw K particles for each data point of ``args`` and return their :class:`LogWeights`."""
+        model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
         particles = self.num_particles > 1
         num_plates = self.max_plate_nesting + (0 if particles else 1)
         return log_weights_from_traces(model_trace, guide_trace, num_plates,
