@@ -32,7 +32,24 @@ Shapes: with K > 1 the particles are a plate (:data:`PARTICLE_PLATE`) outside
 the model's plates, so every sample in the model and guide gets a leading
 ``(K, ...)`` dimension (``(K, B, z_dim)`` for a local ``z``); user code must
 index from the right (``z[..., i]``, ``torch.cat(..., dim=-1)``).  With K = 1
-there is no particle plate: the user's code sees the shapes it wrote.
+there is no particle plate: the user's code sees the shapes it wrote.  Code that
+indexes or unsqueezes from the left makes a site's log-density broadcast against the
+particles of another (``(K, K, B)`` from ``w.unsqueeze(-2)`` on a global ``w`` of shape
+``(K, 1, D)``); each weight would then mix particles, so a log-density with a dim of
+size > 1 left of the particle dim is refused, naming the site, the shape found and the
+shape expected (a shape check per site: no host sync).  Mixing that keeps the shapes
+(``w[0]``) is found by :func:`pyro_lvm.testing.check_pair`, which scores each particle
+alone.
+
+Enumeration: model latents the guide does not sample and that are marked
+``infer={"enumerate": "parallel"}`` (``config_enumerate``) are enumerated left of the
+particle dim, as ``TraceEnum_ELBO`` does, and summed out exactly inside each weight:
+the sites that depend on them are added, ``logsumexp``-ed over the enumerated values
+per element of the enumerated sites' plates, then summed over those plates, with the
+sites' scale applied outside the ``logsumexp`` (Pyro's rule).  This needs the
+enumerated sites to share one set of plates (e.g. all in the data plate) and their
+dims to be distinct (no ``pyro.markov`` chains); other cases are refused naming
+``loss='enum'``.
 """
 
 from __future__ import annotations
@@ -151,17 +168,18 @@ def _enumerated_dims(model_sites, guide_names) -> dict:
     return dims
 
 
-def _check_enumerated(sites, enumerated: dict, keep: set) -> None:
-    """Enumerated sites may sit only in the plates the weights keep (the data plate, or
-    none on the shared path): summing a site out inside another plate needs Pyro's tensor
-    contraction (``TraceEnum_ELBO``), not one ``logsumexp``."""
-    plates = plates_by_site(sites)
-    for name in enumerated:
-        inner = sorted(set(plates[name]) - keep)
-        if inner:
-            raise ValueError(f"model site '{name}' is enumerated inside plate(s) {inner}, which "
-                             "the importance weights sum over; enumerate it in the data plate "
-                             "only, sample it in the guide, or use loss='enum'")
+def _enumerated_plates(model_trace, enumerated: dict) -> tuple:
+    """The dims of the plates the enumerated sites sit in (one set shared by all of them: a
+    ``logsumexp`` per element of those plates sums them out exactly; sites in different
+    plates need Pyro's tensor contraction, ``TraceEnum_ELBO``)."""
+    plates = {name: tuple(sorted((f.name, f.dim) for f in model_trace.nodes[name]["cond_indep_stack"]
+                                 if f.vectorized and f.name != PARTICLE_PLATE))
+              for name in enumerated}
+    if len(set(plates.values())) > 1:
+        raise ValueError(f"the enumerated model sites sit in different plates "
+                         f"{ {n: [p for p, _ in v] for n, v in plates.items()} }: the importance "
+                         "weights sum out sites of one plate set only; use loss='enum'")
+    return tuple(dim for _, dim in next(iter(plates.values()), ()))
 
 
 def _left_dims(log_prob: torch.Tensor, first: int, enum_dims) -> list:
@@ -223,15 +241,69 @@ def _site_scale(sites):
     return scales.pop() if len(scales) == 1 else None
 
 
+def _depends(log_prob: torch.Tensor, enum_dims) -> bool:
+    """Whether a log-density varies along an enumeration dim (depends on an enumerated site)."""
+    return any(-d <= log_prob.dim() and log_prob.shape[d] > 1 for d in enum_dims)
+
+
+def _summed_out(dependent: torch.Tensor, num_plates: int, plate_dims, scale) -> torch.Tensor:
+    """``scale * sum_plates log sum_y exp(dependent)``: the enumeration dims (left of the
+    particle dim) summed out per element of the enumerated sites' plates, then those plates
+    summed (they are kept only on the per-point path) and the sites' scale applied outside
+    the ``logsumexp``, as ``TraceEnum_ELBO`` does."""
+    total = torch.logsumexp(dependent, dim=tuple(range(dependent.dim() - num_plates)))
+    return scale * (total.sum(plate_dims, keepdim=True) if plate_dims else total)
+
+
+def _log_p(model_sites, reduce, enum_dims, enum_plates, keep, per_point, num_plates):
+    """``log p`` ``(K or 1, B or 1)``: the sites that depend on enumerated ones summed out
+    (:func:`_summed_out`), the others summed as they are."""
+    log_p, dependent, scales = 0.0, 0.0, set()
+    for site in model_sites:
+        if enum_dims and _depends(site["unscaled_log_prob"], enum_dims):
+            dependent = dependent + reduce(site, site["unscaled_log_prob"], False,
+                                           keep + enum_plates)  # scaled after the sum
+            scales.add(1.0 if per_point else _site_scale([site]))
+        else:
+            log_p = log_p + reduce(site, site["unscaled_log_prob"], not per_point)
+    if scales:
+        if len(scales) > 1 or None in scales:
+            raise ValueError("the model sites that depend on enumerated ones carry different "
+                             "scales: use loss='enum'")
+        plate_dims = tuple(d for d in enum_plates if d not in keep)
+        log_p = log_p + _summed_out(dependent, num_plates, plate_dims, scales.pop())
+    return _flatten(log_p, num_plates)
+
+
+def _log_q(guide_sites, reduce, scaled, num_plates, detach_guide_params):
+    """``(log_q, log_q_score, reparam_sites)``: ``log q`` ``(K or 1, B or 1)``, its part from
+    sites without ``rsample`` (score-function gradients), and the reparameterised sites."""
+    log_q, log_q_score, reparam_sites = 0.0, 0.0, []
+    for site in guide_sites:
+        reparam = site["fn"].has_rsample
+        if detach_guide_params and not reparam:
+            raise ValueError(f"guide site '{site['name']}' is not reparameterisable; "
+                             "detached-parameter (DReG) weights need rsample")
+        lq = detach(site["fn"]).log_prob(site["value"]) if detach_guide_params else \
+            site["unscaled_log_prob"]
+        lq = _flatten(reduce(site, lq, scaled), num_plates)
+        log_q = log_q + lq
+        if reparam:
+            reparam_sites.append(site)
+        else:
+            log_q_score = log_q_score + lq
+    return log_q, log_q_score, reparam_sites
+
+
 def log_weights_from_traces(model_trace, guide_trace, num_plates: int,
                             detach_guide_params: bool = False,
                             particles: bool = True) -> LogWeights:
     """:class:`LogWeights` from a model trace replayed against a vectorised guide trace.
 
     Model latents the guide does not sample may be enumerated in the model (run under
-    Pyro's ``EnumMessenger``, as :class:`ImportanceWeightedLoss` does): ``log p`` is then
-    ``log sum_y p(x_n, y, z_nk)`` over their values, exactly, for sites in the data plate
-    (or, on the shared path, outside every plate).
+    Pyro's ``EnumMessenger``, as :class:`ImportanceWeightedLoss` does): the sites that
+    depend on them are summed out exactly per element of their plates,
+    ``log p(x_n, z_nk) = log sum_y p(x_n, y, z_nk)``.
 
     :param int num_plates: ``max_plate_nesting`` with the particle plate, outermost at
         ``dim = -num_plates``; log-probs must already be computed on both traces.
@@ -239,11 +311,11 @@ def log_weights_from_traces(model_trace, guide_trace, num_plates: int,
         detached (the doubly reparameterised estimator); only for reparameterised sites.
     :param bool particles: whether the traces carry the particle plate (K > 1);
         without it (K = 1) the weights still come out ``(1, B)`` or ``(1, 1)``.
-    :raises ValueError: a model latent the guide neither samples nor enumerates, an
-        enumerated site outside the plates kept, a guide site that cannot be
-        reparameterised under ``detach_guide_params``, undeclared batch dims, or (K > 1)
-        a site whose log-density has a dim left of the particle dim (the site, the shape
-        found and the shape expected are named).
+    :raises ValueError: a model latent the guide neither samples nor enumerates, enumerated
+        sites in different plates (or sharing a dim, or with different scales), a guide
+        site that cannot be reparameterised under ``detach_guide_params``, undeclared batch
+        dims, or (K > 1) a site whose log-density has a dim left of the particle dim (the
+        site, the shape found and the shape expected are named).
     """
     model_sites, guide_sites = _sample_sites(model_trace), _sample_sites(guide_trace)
     sites = model_sites + guide_sites
@@ -254,55 +326,36 @@ def log_weights_from_traces(model_trace, guide_trace, num_plates: int,
             _check_particle_shape(site, site["unscaled_log_prob"], num_plates, enum_dims)
     plate = data_plate_name(sites)
     scale = _site_scale(sites) if plate is not None else None
-    _check_enumerated(sites, enumerated, {plate} if scale is not None else set())
-    if scale is None:  # no common data plate, or per-site scales: one weight per particle
-        data_dim, scale, keep = None, 1.0, (-num_plates,)
-        if enumerated and _site_scale(sites) != 1.0:
-            raise ValueError(f"model sites {sorted(enumerated)} are enumerated in a pair whose "
-                             "sites carry different scales (subsampling, poutine.scale): use "
-                             "loss='enum'")
-    else:
-        data_dim = next(f.dim for f in sites[0]["cond_indep_stack"] if f.name == plate)
-        keep = (-num_plates, data_dim)
+    per_point = scale is not None  # else no common data plate, or per-site scales
+    data_dim = next(f.dim for f in sites[0]["cond_indep_stack"] if f.name == plate) \
+        if per_point else None
+    keep = (-num_plates, data_dim) if per_point else (-num_plates,)
+    enum_plates = _enumerated_plates(model_trace, enumerated)
 
-    def reduce(site, log_prob):
-        if data_dim is None:
-            log_prob = scale_and_mask(log_prob, site["scale"], site["mask"])
-        else:
-            log_prob = scale_and_mask(log_prob, mask=site["mask"])
+    def masked(site, log_prob, scaled):
+        log_prob = scale_and_mask(log_prob, site["scale"] if scaled else 1.0, site["mask"])
         # Without the particle plate (K = 1) its dim must be free too.
         extra = _left_dims(log_prob, -num_plates + (0 if particles else 1), enum_dims)
-        if extra and data_dim is not None:
+        if extra and per_point:
             raise ValueError(
                 f"site '{site['name']}' has batch shape {tuple(log_prob.shape)} with more "
                 f"dims than its {num_plates - (0 if particles else 1)} plates: declare them "
                 "as plates or with .to_event()")
-        if extra:  # K = 1, shared path: summed, as Pyro's Trace_ELBO does
-            log_prob = log_prob.sum(extra, keepdim=True)
-        return _reduce(log_prob, num_plates, keep)
+        # K = 1, shared path: summed, as Pyro's Trace_ELBO does.
+        return log_prob.sum(extra, keepdim=True) if extra else log_prob
 
-    log_p = _flatten(sum(reduce(s, s["unscaled_log_prob"]) for s in model_sites), num_plates)
-    log_q, log_q_score, reparam_sites = 0.0, 0.0, []
-    for site in guide_sites:
-        reparam = site["fn"].has_rsample
-        if detach_guide_params:
-            if not reparam:
-                raise ValueError(f"guide site '{site['name']}' is not reparameterisable; "
-                                 "detached-parameter (DReG) weights need rsample")
-            lq = reduce(site, detach(site["fn"]).log_prob(site["value"]))
-        else:
-            lq = reduce(site, site["unscaled_log_prob"])
-        lq = _flatten(lq, num_plates)
-        log_q = log_q + lq
-        if reparam:
-            reparam_sites.append(site)
-        else:
-            log_q_score = log_q_score + lq
+    def reduce(site, log_prob, scaled, kept=keep):
+        return _reduce(masked(site, log_prob, scaled), num_plates, kept)
+
+    log_p = _log_p(model_sites, reduce, enum_dims, enum_plates, keep, per_point, num_plates)
+    log_q, log_q_score, reparam_sites = _log_q(guide_sites, reduce, not per_point, num_plates,
+                                               detach_guide_params)
     ref = next((t for t in (log_p, log_q) if isinstance(t, torch.Tensor)), None)
     zero = torch.zeros(1, 1) if ref is None else ref.new_zeros(1, 1)  # empty model or guide
     log_p, log_q = torch.broadcast_tensors(log_p + zero, log_q + zero)
     log_q_score = log_q_score + torch.zeros_like(log_q)
-    return LogWeights(log_p, log_q, log_q_score, scale, reparam_sites, num_plates, data_dim)
+    return LogWeights(log_p, log_q, log_q_score, 1.0 if scale is None else scale, reparam_sites,
+                      num_plates, data_dim)
 
 
 class ImportanceWeightedLoss(ELBO):
