@@ -378,15 +378,17 @@ def check_pair(model, guide, *data, per_point: bool = False, num_particles: int 
       ``(N,)``): sites outside one common data plate.
 
     :param data: a tensor ``(N, ...)``, several sharing N (e.g. ``x, mask``), or none.
-    :param int num_particles: K of the vectorised run (>= 2).
+    :param int num_particles: K of the vectorised run; 1 leaves it out (for a pair meant only
+        for single-particle losses, e.g. one written for ``TraceEnum_ELBO`` that indexes
+        its latents from the left).
     :raises ValueError: ``model`` or ``guide`` not callable, bad data, ``per_point`` not a
-        bool, ``num_particles`` not an integer >= 2.
+        bool, ``num_particles`` not a positive integer.
     :raises AssertionError: listing the problems.
     """
     data = _check_pair_inputs(model, guide, data, kwargs)
     if not isinstance(per_point, bool):
         raise ValueError(f"per_point must be True or False, got {per_point!r}")
-    num_particles = check_size("num_particles", num_particles, 2)
+    num_particles = check_size("num_particles", num_particles)
     with isolated_param_store(copy=True), checked_values():
         problems = _pair_problems(model, guide, data, kwargs, per_point, num_particles)
     if problems:
@@ -420,7 +422,7 @@ def _pair_problems(model, guide, data, kwargs, per_point, num_particles) -> list
     problems += _scale_check(model, guide, data, kwargs, sizes - {data[0].shape[0] if data else 0})
     # (Not with a latent drawn from the prior in the model, which differs at every run, nor
     # with undeclared batch dims, which fail there again.)
-    if not missing and not shapes:
+    if not missing and not shapes and num_particles > 1:
         problems += _particle_problems(model, guide, data, kwargs, single_guide, num_particles)
     return problems
 
