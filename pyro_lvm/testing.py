@@ -1,8 +1,9 @@
 """Assertions for a user's own tests of a model/guide pair, in the style of ``numpy.testing``.
 
-* :func:`check_pair`: the structure the estimators need, found by tracing once,
+* :func:`check_pair`: the structure the estimators need, found by tracing the pair,
   before any training (Pyro's ``check_model_guide_match`` and ``check_site_shape``
-  plus what they do not check: supports, a data plate, local parameters).
+  plus what they do not check: supports, masks, a data plate and its scale, local
+  parameters, particles that mix at K > 1).
 * :func:`assert_bounds_ordered`: ELBO <= IWAE_K1 <= IWAE_K2 <= log p(x)
   (Burda, Grosse & Salakhutdinov 2016, Theorem 1), each within Monte Carlo error.
 * :func:`assert_gradients_agree`: two estimators of the same objective's gradient
@@ -21,6 +22,12 @@ so a correct estimator fails with probability at most ``false_alarm`` per call.
 Every tolerance also allows ``1e-5`` relative for float32 rounding, which is
 all that is left for quantities without spread (deterministic).  Failures raise ``AssertionError`` listing the
 estimates, their standard errors, and the tolerance used.
+
+Every function runs on a param store of its own (:func:`pyro_lvm.params.isolated_param_store`,
+copies of the bare ``pyro.param`` sites, the modules' own tensors) and each estimator's draws
+on one of their own, so no result depends on what ran before (a module registered under a
+name another one used, a TraceGraph baseline of another K) and the caller's store is left as
+it was.
 
 Every function checks its arguments at its door (model, guide, the data as
 :func:`~pyro_lvm.checks.check_model_data` takes them, counts, ``seed``, ``false_alarm``,
