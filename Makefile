@@ -9,7 +9,7 @@ export PYRO_LVM_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../s
 DEMO_ARGS ?=
 export MPLBACKEND ?= Agg
 
-.PHONY: demo test examples benchmarks clean
+.PHONY: demo test examples benchmarks gpu-check gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,23 @@ examples: $(VENV)/.installed
 benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/vae_step.py
 	$(PY) benchmarks/loss_step.py
+
+# Every CUDA claim in one command on one GPU, < 9 min (benchmarks/README.md); `make test` runs its
+# CPU smoke mode.  Extra flags: GPU_CHECK_ARGS="--only demo iwae_table".
+GPU_CHECK_ARGS ?=
+gpu-check: $(VENV)/.installed
+	$(PY) benchmarks/gpu_check.py --device cuda --out results/gpu_check $(GPU_CHECK_ARGS)
+
+# What the device machine's run carries in .gpu (ignored): the wheels its image lacks (pure
+# Python, for its Python 3.12) and MNIST gzipped, 55 MB -> 11 MB (64 MiB travel at most).
+GPU_WHEELS = pyro-ppl==1.9.2 pyro-api==0.1.2 arviz==0.23.4 xarray-einstats==0.9.1 \
+	h5netcdf==1.8.2 platformdirs==4.14.9
+gpu-carry: $(VENV)/.installed
+	mkdir -p .gpu/wheels .gpu/mnist
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 -d .gpu/wheels $(GPU_WHEELS)
+	for f in $(PYRO_LVM_DATA)/MNIST/raw/*-ubyte; do gzip -c $$f > .gpu/mnist/$$(basename $$f).gz; done
+	du -sh .gpu
 
 clean:
 	rm -rf results .pytest_cache

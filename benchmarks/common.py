@@ -21,13 +21,13 @@ def time_steps(step, batches, repeats: int = 7, steps: int = 20, warmup: int = 5
     return blocks
 
 
-def compare(contenders: dict, batches, baseline: str, rounds: int = 3) -> dict:
+def compare(contenders: dict, batches, baseline: str, rounds: int = 3, steps: int = 20) -> dict:
     """Time every contender in interleaved rounds (machines here are noisy); returns the
     median seconds per step of each and prints them with their ratio to ``baseline``."""
     times = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, step in contenders.items():
-            times[name] += time_steps(step, batches)
+            times[name] += time_steps(step, batches, steps=steps)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     for name, t in medians.items():
         print(f"{name:<44} {1e3 * t:8.2f} ms/step   {t / medians[baseline]:5.2f}x {baseline}")

@@ -1,6 +1,6 @@
 """One SVI step of the project's VAE vs a hand-written PyTorch VAE step with identical networks.
 
-    python benchmarks/vae_step.py [--batch-size 256] [--device auto]
+    python benchmarks/vae_step.py [--batch-size 256] [--device auto] [--steps 20] [--rounds 3]
 
 Both train the same architecture (784-400-2x50 encoder, 50-400-784 decoder, softplus, the
 library's defaults) on batches of real binarized MNIST with Adam; the hand-written step
@@ -26,6 +26,8 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--batch-size", type=int, default=256)
 parser.add_argument("--device", default="auto")
 parser.add_argument("--data-dir", default=None)
+parser.add_argument("--steps", type=int, default=20, help="timed steps per block (7 blocks a round)")
+parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every contender")
 args = parser.parse_args()
 device = resolve_device(args.device)
 x = fixed_binarization(load_mnist(args.data_dir, train=True, device=device)[0][:10240])
@@ -63,7 +65,7 @@ with pyro.validation_enabled(False):
         "hand-written PyTorch VAE step": hand_step,
         "pyro_lvm VAE, SVI + Trace_ELBO": lambda b: svi.step(b, num_data=n),
         "pyro_lvm VAE, SVI + Trace_ELBO, validation on": validated_step,
-    }, batches, baseline="hand-written PyTorch VAE step")
+    }, batches, baseline="hand-written PyTorch VAE step", rounds=args.rounds, steps=args.steps)
 hand_ms = medians["hand-written PyTorch VAE step"]
 print(f"device {device}, batch {args.batch_size}: pyro_lvm/hand-written = "
       f"{medians['pyro_lvm VAE, SVI + Trace_ELBO'] / hand_ms:.2f}x "

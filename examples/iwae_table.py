@@ -8,7 +8,7 @@ Each row (``L<layers>-<vae|iwae>-k<k>``) trains :class:`pyro_lvm.models.DLGM` wi
 :func:`pyro_lvm.train.fit` and is evaluated by :func:`pyro_lvm.evaluate.log_likelihood` (test NLL,
 K = ``--eval-samples``, 5000 in the paper) and :func:`pyro_lvm.models.dlgm.active_units`
 (Cov_x(E_q[u]) > 1e-2).  Writes into ``--out``: ``table.md``, ``elbo.png`` (test ELBO per epoch on
-1000 test images, every row), ``results.json`` and per row a folder with ``checkpoint.pt``
+1000 test images, every row), ``results.json`` (what :func:`main` returns) and per row a folder with ``checkpoint.pt``
 (after every epoch, with the settings it was made with) and ``result.json``.  ``--max-minutes`` stops training
 between epochs in time; ``--resume`` continues every row from its checkpoint and skips finished
 rows, so a row survives any number of time-limited commands.
@@ -56,6 +56,10 @@ not measured: no GPU was lent to the session that wrote this)::
 Rows that ran out of time say so in their log and in the table; the same loop again continues them
 from their checkpoints.  With more device time, raise the scale in a fresh ``--out`` (a run
 refuses to resume with other settings): 0.0041 = 1/243 gives 18 epochs, 0.0123 = 1/81 44 epochs.
+
+On a 2-core CPU only a smoke run fits: ``--rows L1-vae-k1 --epochs-scale 0.0001 --train-size 200
+--test-size 100 --eval-samples 2 --device cpu`` (8 epochs of 10 steps) takes 30 s with seven other
+jobs sharing the machine.
 """
 
 import argparse
@@ -71,7 +75,6 @@ import pyro.optim
 from pyro_lvm import evaluate
 from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.cli import int_at_least, nonnegative_int, positive_float, positive_int
-from pyro_lvm.checks import check_data
 from pyro_lvm.data import binarize, fixed_binarization, load_mnist, resolve_device
 from pyro_lvm.infer import make_loss
 from pyro_lvm.models import DLGM
@@ -96,6 +99,7 @@ ROWS = [f"L{layers}-{loss}-k{k}" for (layers, loss, k) in PUBLISHED]
 STAGES = [(3**i, 1e-4 * round(10 ** (1 - i / 7), 1)) for i in range(8)]
 PAPER_EPOCHS = sum(e for e, _ in STAGES)  # 3280
 TRAIN_SIZE = 59_600  # the authors hold out the last 400 training images
+MNIST_TRAIN_SIZE = 60_000
 CONFIG_KEYS = ("epochs_scale", "batch_size", "train_size", "seed", "beta1")
 
 
@@ -206,8 +210,9 @@ def evaluate_run(name, model, args, x_test, device):
     return result
 
 
-def write_outputs(out):
-    """table.md, results.json and elbo.png from every run found under ``out``."""
+def write_outputs(out) -> dict:
+    """table.md, results.json and elbo.png from every run found under ``out``; prints the
+    table and returns what results.json holds."""
     out = Path(out)
     results = {name: json.loads((out / name / "result.json").read_text())
                for name in ROWS if (out / name / "result.json").exists()}
@@ -248,7 +253,7 @@ def write_outputs(out):
         "reuse the VAE k=1 run (the same objective, as the paper notes).",
     ]
     (out / "table.md").write_text("\n".join(lines + notes) + "\n")
-    write_metrics(out / "results.json", results)
+    written = write_metrics(out / "results.json", results)
     curves = {}
     for name in ROWS:
         if name == run_name(parse_row(name)) and (out / name / "checkpoint.pt").exists():
@@ -257,10 +262,12 @@ def write_outputs(out):
     if curves:
         plot_curves(curves, out / "elbo.png", ylabel="test ELBO, nats per image (1000 images)",
                     title="DLGM, dynamically binarized MNIST")
-    return "\n".join(lines)
+    print("\n".join(lines))
+    return written
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line; a bad value exits with status 2 before any work."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", nargs="+", default=["all"], help=f"'all' or some of: {' '.join(ROWS)}")
     parser.add_argument("--epochs-scale", type=positive_float, default=1.0,
@@ -284,31 +291,40 @@ def main():
     parser.add_argument("--table-only", action="store_true", help="only rebuild table.md and elbo.png")
     parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--progress", action="store_true", help="tqdm bars per epoch")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not 0 <= args.beta1 < 1:
         parser.error(f"argument --beta1: must be in [0, 1), got {args.beta1}")
-    deadline = time.time() + 60 * args.max_minutes
-    if args.table_only:
-        print(write_outputs(args.out))
-        return
-    names = ROWS if args.rows == ["all"] else args.rows
+    if args.train_size > MNIST_TRAIN_SIZE:
+        parser.error(f"--train-size must be in [1, {MNIST_TRAIN_SIZE}], got {args.train_size}")
     try:
-        runs = list(dict.fromkeys(run_name(parse_row(name)) for name in names))
+        runs_of(args.rows)
         schedule(args.epochs_scale)
     except ValueError as err:
         parser.error(str(err))
+    return args
 
+
+def runs_of(rows) -> list:
+    """The runs behind the rows asked for (``["all"]``: every row), each once."""
+    names = ROWS if rows == ["all"] else rows
+    return list(dict.fromkeys(run_name(parse_row(name)) for name in names))
+
+
+def main(argv=None) -> dict:
+    """Train and evaluate the runs asked for, rebuild the table; returns what results.json
+    holds (every finished run's result)."""
+    args = parse_args(argv)
+    if args.table_only:
+        return write_outputs(args.out)
+    deadline = time.time() + 60 * args.max_minutes
     device = resolve_device(args.device)
-    images = load_mnist(args.data_dir, train=True, device=device)[0]
-    if not 1 <= args.train_size <= len(images):
-        parser.error(f"--train-size must be in [1, {len(images)}], got {args.train_size}")
-    x_train = check_data(images[:args.train_size], "x_train", size=784, low=0.0, high=1.0)
+    x_train = load_mnist(args.data_dir, train=True, device=device)[0][:args.train_size]
     x_test = fixed_binarization(load_mnist(args.data_dir, train=False, device=device)[0][:args.test_size])
-    for name in runs:
+    for name in runs_of(args.rows):
         if args.resume and (Path(args.out) / name / "result.json").exists():
             print(f"{name}: finished earlier, skipped")
             continue
-        with pyro.validation_enabled(False):  # Pyro's per-site checks sync; the data are checked
+        with pyro.validation_enabled(False):  # Pyro's per-site checks sync; fit checks the data
             model = train_run(name, args, x_train, x_test, device, deadline)
             if model is None:
                 continue
@@ -316,7 +332,7 @@ def main():
         print(f"{name}: test NLL {result['test_nll']:.2f} ± {result['test_nll_se']:.2f} nats "
               f"(K={args.eval_samples}), active units {result['active_units']}, "
               f"{result['epochs']} epochs, {result['train_seconds'] / 60:.1f} min training")
-    print(write_outputs(args.out))
+    return write_outputs(args.out)
 
 
 if __name__ == "__main__":

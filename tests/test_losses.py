@@ -152,7 +152,7 @@ def _exact_iwae_by_enumeration(model, guide, x, k):
     p = model.params  # detached; rebuild differentiably:
     from torch.distributions import constraints, transform_to
 
-    tril = transform_to(constraints.lower_cholesky)(model.raw_scale_tril)
+    tril = transform_to(constraints.lower_cholesky)(model.raw_scale)
     comp = torch.distributions.MultivariateNormal(model.means, scale_tril=tril)
     log_joint = comp.log_prob(x[:, None, :]) + torch.log_softmax(model.logits, 0)  # (N, 2)
     log_q = torch.log_softmax(guide.logits, -1)  # (N, 2)
@@ -250,3 +250,20 @@ def test_no_particle_dim_at_k1_and_iwae_k1_is_trace_elbo_for_the_same_draws():
     assert torch.allclose(values["iwae"][1], values["elbo"][1])
     weights = make_loss("iwae", num_particles=4).log_weights(model, guide, x)
     assert shapes[-1] == (4, 1, 2) and weights.log_w.shape == (4, 1)  # one weight per particle
+
+
+BAD_LOSS_ARGUMENTS = {
+    "make_loss num_particles=2.5": (lambda: make_loss("elbo", 2.5), "num_particles"),
+    "make_loss num_particles=True": (lambda: make_loss("iwae", True), "num_particles"),
+    "make_loss unknown option": (lambda: make_loss("elbo", baseline="none"), "baseline"),
+    "IWAE num_particles=2.5": (lambda: IWAE(num_particles=2.5), "num_particles"),
+    "vimco num_particles=2.5": (lambda: make_loss("vimco", 2.5), "num_particles"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LOSS_ARGUMENTS))
+def test_bad_loss_arguments_get_a_value_error_naming_them(case):
+    call, words = BAD_LOSS_ARGUMENTS[case]
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match=words):
+            call()

@@ -1,5 +1,6 @@
-"""pyro_lvm.params: a block on a store of its own leaves the caller's store as it found it,
-and taking ownership before training removes the pair's stale entries only."""
+"""params: one param-store name per model instance, registration checked against the store,
+evaluation on a store of its own; a block on a store of its own leaves the caller's store as it
+found it, and taking ownership before training removes the pair's stale entries only."""
 
 import pytest
 import torch
@@ -7,7 +8,83 @@ import torch
 import pyro
 from pyro.distributions import constraints
 
+from pyro_lvm import evaluate
+from pyro_lvm.data import binarize
+from pyro_lvm.models import VAE, ppca
 from pyro_lvm.params import isolated_param_store, register, take_ownership
+from pyro_lvm.train import fit
+
+
+def _vae(hidden=16, name=None, seed=0):
+    torch.manual_seed(seed)
+    return VAE(z_dim=4, hidden_dims=(hidden,), name=name)
+
+
+def _x(n=64, seed=1):
+    return torch.rand(n, 784, generator=torch.Generator().manual_seed(seed))
+
+
+def _fit(vae, x, **kwargs):
+    kwargs = {"num_epochs": 1, "batch_size": 32, "lr": 1e-2, "transform": binarize, "progress": False,
+              **kwargs}
+    return fit(vae.model, vae.guide, x, **kwargs)
+
+
+def _elbo(vae, x):
+    pyro.set_rng_seed(7)  # same draws for every call: differences are the parameters'
+    return evaluate.elbo(vae.model, vae.guide, x, num_particles=2)
+
+
+def test_two_models_trained_one_after_the_other_keep_their_own_weights():
+    # Before: both were "vae" in Pyro's store, so fitting B gave B A's tensors (A's were lost).
+    x = binarize(_x())
+    a = _vae(seed=0)
+    _fit(a, x)
+    trained_a = {k: v.detach().clone() for k, v in a.state_dict().items()}
+    score_a = _elbo(a, x)
+    b = _vae(seed=1)
+    _fit(b, x, seed=3)
+    assert a.encoder[0].weight is not b.encoder[0].weight
+    assert all(torch.equal(v, a.state_dict()[k]) for k, v in trained_a.items())
+    assert torch.equal(_elbo(a, x), score_a)  # A scores as it did before B was trained
+    assert not torch.equal(_elbo(b, x), score_a)
+
+
+def test_evaluate_scores_the_model_it_is_given_not_a_trained_one_in_the_store():
+    # Before: a new VAE(hidden 64) took the trained hidden-32 encoder in place and scored like it.
+    x = binarize(_x())
+    trained = _vae(hidden=32, name="vae")
+    _fit(trained, x)
+    fresh = _vae(hidden=64, name="vae", seed=2)
+    init = fresh.encoder[0].weight.detach().clone()
+    score = _elbo(fresh, x)
+    assert fresh.encoder[0].weight.shape == (64, 784) and torch.equal(fresh.encoder[0].weight, init)
+    pyro.clear_param_store()
+    assert torch.equal(score, _elbo(fresh, x))  # the same as with nothing else in the store
+    assert set(pyro.get_param_store().keys()) == set()  # evaluation leaves nothing behind
+
+
+def test_registering_over_a_stale_parameter_of_another_shape_is_an_error():
+    # Before: pyro.module silently replaced the module's (64, 784) weight by the stored (32, 784).
+    x = binarize(_x(8))
+    old = _vae(hidden=32, name="m")
+    old.guide(x)  # registers m_encoder$$$... in the global store, as a hand-written SVI loop does
+    new = _vae(hidden=64, name="m")
+    with pytest.raises(ValueError, match=r"m_encoder\$\$\$0\.weight.*\(32, 784\).*\(64, 784\)"):
+        new.guide(x)
+    assert new.encoder[0].weight.shape == (64, 784)
+
+
+def test_default_names_are_one_per_instance_and_explicit_names_are_kept():
+    from pyro_lvm.params import unique_name
+
+    a, b = VAE(z_dim=2, hidden_dims=(4,)), VAE(z_dim=2, hidden_dims=(4,))
+    assert a.name != b.name and a.name.startswith("vae_") and b.name.startswith("vae_")
+    assert VAE(z_dim=2, hidden_dims=(4,), name="mine").name == "mine"
+    g1, g2 = ppca.MeanFieldGuide(5, 2), ppca.MeanFieldGuide(5, 2)
+    assert g1.name != g2.name
+    with pytest.raises(ValueError, match="name"):
+        unique_name("vae", "a$$$b")
 
 
 def _state():

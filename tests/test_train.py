@@ -454,3 +454,41 @@ def test_fit_starts_the_tracegraph_baselines_of_its_guide_afresh(ks):
         history = fit(_model, guide, X12, loss="tracegraph", num_particles=k, num_epochs=2,
                       batch_size=12, progress=False)
         assert all(math.isfinite(v) for v in history.loss)
+
+
+def _vae6():
+    return VAE(x_dim=6, z_dim=2, hidden_dims=(4,))
+
+
+def _binary6(n=8, d=6, dtype=torch.float32):
+    return torch.bernoulli(torch.full((n, d), 0.5, dtype=dtype),
+                           generator=torch.Generator().manual_seed(0))
+
+
+def _fit6(data, **kwargs):
+    vae = _vae6()
+    kwargs = {"num_epochs": 1, "batch_size": 4, **kwargs}
+    return fit(vae.model, vae.guide, data, progress=False, **kwargs)
+
+
+#: Sizes, and data the guide would have run on before the model's check (moved from the
+#: library-wide table of bad inputs).
+SMALL_FIT_CASES = {
+    "fit num_particles=2.5": (lambda: _fit6(_binary6(), num_particles=2.5), "num_particles"),
+    "fit batch_size=2.5": (lambda: _fit6(_binary6(), batch_size=2.5), "batch_size"),
+    "fit num_epochs=1.5": (lambda: _fit6(_binary6(), num_epochs=1.5), "num_epochs"),
+    "fit width 5 for x_dim 6": (lambda: _fit6(_binary6(8, 5)), r"x must have shape \(B, 6\)"),
+    "fit float64 data": (lambda: _fit6(_binary6(dtype=torch.float64)), "x .*torch.float32"),
+    "fit int data": (lambda: _fit6(_binary6().long()), "x .*floating"),
+    "fit bool data": (lambda: _fit6(_binary6().bool()), "x .*floating"),
+    "fit transform not callable": (lambda: _fit6(_binary6(), transform="binarize"), "transform"),
+    "decaying_adam num_epochs=2.5": (lambda: decaying_adam(1e-3, 1e-4, 2.5), "num_epochs"),
+}
+
+
+@pytest.mark.parametrize("case", list(SMALL_FIT_CASES))
+def test_bad_sizes_and_data_of_a_vae6_get_a_value_error_naming_them(case):
+    call, words = SMALL_FIT_CASES[case]
+    with pyro.validation_enabled(False):  # the checks must not depend on Pyro's switch
+        with pytest.raises(ValueError, match=words):
+            call()
