@@ -123,9 +123,10 @@ def _check_takes_num_data(name, fn) -> None:
 
 def _check_pair(model, guide, run: "_Run", loss_fn) -> tuple:
     """fit's door, on the pair itself: one trace of the first batch (``num_data = N``), in a
-    param store of its own, refusing a model latent the guide does not sample (Pyro only
-    warns) and, when batches are smaller than N, a data plate that ignores ``num_data``
-    (:mod:`pyro_lvm.infer.structure`).
+    param store of its own, refusing a model latent the guide does not sample and the loss
+    does not enumerate (Pyro only warns) and, when batches are smaller than N, a data plate
+    that ignores ``num_data`` (:mod:`pyro_lvm.infer.structure`); a model or guide without
+    the keyword ``num_data`` is refused before (:func:`_check_takes_num_data`).
 
     :returns: ``(param_names, guide_site_names)`` of the pair, for :func:`take_ownership`.
     :raises ValueError: listing every problem found.
@@ -324,10 +325,8 @@ def fit(model, guide, data, *, loss="elbo", num_particles: int = 1,
         resume: bool = False, config: dict | None = None, callback=None,
         progress: bool = True) -> History:
     """Train ``model``/``guide`` by SVI over minibatches of ``data``, epoch by epoch as the
-    module docstring says.  Training starts from the parameters the pair holds (or from the
-    checkpoint): its modules' tensors, and its bare ``pyro.param`` sites at their values in
-    Pyro's store (initialised on first use); other pairs' parameters are left as they are
-    (:mod:`pyro_lvm.params` states the design).
+    module docstring says, from the parameters the pair holds (or the checkpoint's), leaving
+    other pairs' parameters as they are (:mod:`pyro_lvm.params` states the design).
 
     :param model, guide: Pyro callables taking ``(*batch, num_data=N)``.
     :param data: a tensor ``(N, ...)`` or a tuple of tensors sharing N, that the model takes.
@@ -338,11 +337,9 @@ def fit(model, guide, data, *, loss="elbo", num_particles: int = 1,
     :param float lr: the default optimizer's step size.
     :param int num_epochs: epochs in all, resumed ones included.
     :param int batch_size: rows per step (under ``torchrun``, the global batch).
-    :param transform: ``transform(x_batch) -> x_batch``, applied to the **first** data tensor
-        of each batch only (e.g. :func:`pyro_lvm.data.binarize` for dynamic binarization of
-        ``x`` in ``(x, labels)``); the other tensors of a tuple reach the model as they are.
-        To transform several, apply a function to the whole data once before ``fit``, or
-        inside the model.
+    :param transform: applied to the **first** data tensor of each batch only (e.g.
+        :func:`pyro_lvm.data.binarize` of ``x`` in ``(x, labels)``); the others are passed as
+        they are (transform those once before ``fit``, or inside the model).
     :param seed: ``pyro.set_rng_seed(seed + rank)`` before training (None: leave the RNG).
     :param checkpoint: a path; after each epoch the parameters, optimizer state, epoch,
         history and RNG state are written there atomically (:mod:`pyro_lvm.checkpoint`).
@@ -353,12 +350,9 @@ def fit(model, guide, data, *, loss="elbo", num_particles: int = 1,
         dict (e.g. test ELBO) is stored in ``history.metrics``.
     :param bool progress: show a tqdm bar with the running loss in nats per point.
     :returns: the :class:`History` of all epochs, resumed ones included.
-    :raises ValueError: a bad argument (the message names it), data the model does not
-        take, a model or guide without the keyword ``num_data``, a model latent the guide
-        does not sample (and the loss does not enumerate), or, with ``batch_size`` < N, a
-        data plate that ignores ``num_data`` (one trace of the first batch at the door:
-        :mod:`pyro_lvm.infer.structure`); on ``resume``, a damaged checkpoint or one made by another run (every
-        difference listed: :func:`~pyro_lvm.checkpoint.check_resumable`); under ``torchrun``,
+    :raises ValueError: a bad argument (named), data the model does not take, a pair that
+        would train silently wrong (:func:`_check_pair`); on ``resume``, a damaged checkpoint
+        or another run's (:func:`~pyro_lvm.checkpoint.check_resumable`); under ``torchrun``,
         what cannot be split (:meth:`~pyro_lvm.distributed.Context.check_split`).
     :raises FileNotFoundError: ``resume`` without a checkpoint file.
     :raises RuntimeError: under ``torchrun``, this process lost contact with the others.
@@ -377,10 +371,9 @@ def fit(model, guide, data, *, loss="elbo", num_particles: int = 1,
     ctx.check_split(guide, batch_size)
     run = _Run(ctx.svi(model, guide, optim, loss_fn), optim, tensors, transform, batch_size, ctx,
                checkpoint, config, callback, progress and ctx.is_main, num_epochs)
-    names, guide_sites = _check_pair(model, guide, run, loss_fn)  # before the seed: it draws
+    run.foreign = take_ownership(*_check_pair(model, guide, run, loss_fn))  # draws: before seed
     if seed is not None:
         pyro.set_rng_seed(seed + ctx.rank)  # each rank its own noise; rank 0 as one process
-    run.foreign = take_ownership(names, guide_sites)
     with checked_values():  # the door checked the data: bodies check shapes only
         start = _resume(run, model, guide) if resume else 0
         for epoch in range(start + 1, num_epochs + 1):
