@@ -18,11 +18,21 @@ q(z)]`` and :func:`log_likelihood` the importance-sampled ``log p(x_1..N)`` (a
 lower bound in expectation, tight as K grows), both in nats for the whole data
 set, computed in one pass over all rows (``batch_size`` must then cover N).
 Per-point estimates conditional on one guide draw of the globals are not provided.
+
+**Enumerated models**: a model site marked ``infer={"enumerate": "parallel"}`` (e.g. by
+``config_enumerate``) that the guide does not sample is summed out exactly inside each weight,
+``log p(x_n, z_nk) = log sum_y p(x_n, y, z_nk)``, at every K (in the data plate, or outside
+every plate; :mod:`pyro_lvm.infer.importance`); other enumerated sites are refused naming them.
+
+**Parameters**: every pass runs on a param store of its own (:mod:`pyro_lvm.params`): modules
+are scored as they are, bare ``pyro.param`` sites at their values in Pyro's store.  A bare
+site the store does not hold is scored at its initial value, with a ``UserWarning`` naming it.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -85,8 +95,19 @@ def _one_pass(estimator, model, guide, tensors, kwargs):
     training run's).  Values were checked at the door: the model and guide bodies check
     shapes only.  Entered per pass, so that the caller's code between chunks runs in its
     own state (store, gradient mode)."""
-    with isolated_param_store(), checked_values(), torch.no_grad():
-        return estimator.log_weights(model, guide, *tensors, **kwargs)
+    with isolated_param_store() as store, checked_values(), torch.no_grad():
+        weights = estimator.log_weights(model, guide, *tensors, **kwargs)
+    return weights, store.initialised
+
+
+def _warn_initialised(names) -> None:
+    """The estimate scores bare ``pyro.param`` sites at the initial values given in the code:
+    Pyro's store held none for them (never trained, or removed since, e.g. by
+    ``pyro.clear_param_store()``)."""
+    warnings.warn(f"the parameters {names} are not in Pyro's param store, so this estimate scores "
+                  "them at their initial values, not trained ones (never trained, or the store "
+                  "was cleared since); train the pair first (pyro_lvm.train.fit), or give the "
+                  "model and guide modules that hold their parameters", UserWarning, stacklevel=4)
 
 
 def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs, return_sites):
@@ -99,7 +120,10 @@ def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs,
             k = min(per_pass, num_samples - done)
             if k not in estimators:  # one per chunk size, sharing the plate nesting
                 estimators[k] = IWAE(num_particles=k, max_plate_nesting=nesting)
-            weights = _one_pass(estimators[k], model, traced, [t[rows] for t in tensors], kwargs)
+            weights, initialised = _one_pass(estimators[k], model, traced,
+                                             [t[rows] for t in tensors], kwargs)
+            if initialised and start == done == 0:  # once per call
+                _warn_initialised(initialised)
             nesting = weights.num_plates - 1  # the model's plates, without the particles
             if weights.data_dim is None and rows != slice(0, n):
                 raise ValueError(
