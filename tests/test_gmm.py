@@ -3,11 +3,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import pyro
 
 from pyro_lvm.checks import check_model_inputs
+from pyro_lvm.infer import make_loss
 from pyro_lvm.models import gmm
 from pyro_lvm.train import fit
 
@@ -36,6 +38,135 @@ def test_em_matches_sklearn_from_the_same_start():
               "covariances": torch.tensor(sk.covariances_)}
     assert np.allclose(gmm.responsibilities(x, **params).numpy(), sk.predict_proba(x.numpy()), atol=1e-8)
     assert np.allclose(gmm.log_likelihood(x, **params).numpy(), sk.score_samples(x.numpy()), atol=1e-8)
+
+
+TYPES = gmm.COVARIANCE_TYPES
+
+
+def _precisions(covariances, covariance_type):
+    """sklearn's ``precisions_init`` for our covariances of any type."""
+    c = covariances.numpy()
+    return np.linalg.inv(c) if covariance_type in ("full", "tied") else 1 / c
+
+
+def _relative(ours, theirs):
+    """Largest relative difference, the scale of each array its largest magnitude."""
+    ours, theirs = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_every_covariance_type_agrees_with_sklearn_from_the_same_start(covariance_type):
+    """One EM step from the same parameters, EM run to convergence, then the density, the
+    posterior, the hard assignments and both criteria at sklearn's parameters: to 1e-5
+    relative in float64 (measured: 1e-14 or less, round-off of sums taken in other orders)."""
+    x = digits_pca(6)
+    init = gmm.initial_params(x, 5, covariance_type=covariance_type, seed=1)
+    ours = gmm.fit_em(x, 5, covariance_type=covariance_type, init=init, max_iter=1)
+    sk = GaussianMixture(5, covariance_type=covariance_type, max_iter=1, weights_init=init["weights"].numpy(),
+                         means_init=init["means"].numpy(),
+                         precisions_init=_precisions(init["covariances"], covariance_type))
+    with pytest.warns(ConvergenceWarning):  # max_iter=1 never converges
+        sk.fit(x.numpy())
+    assert ours.covariance_type == covariance_type and ours.n_iter == 1
+    for name, theirs in (("weights", sk.weights_), ("means", sk.means_), ("covariances", sk.covariances_)):
+        assert getattr(ours, name).shape == theirs.shape
+        assert _relative(getattr(ours, name), theirs) < 1e-5, name
+    # Run to convergence: the same number of iterations and the same optimum.
+    ours = gmm.fit_em(x, 5, covariance_type=covariance_type, init=init, max_iter=300, tol=1e-6)
+    converged = GaussianMixture(5, covariance_type=covariance_type, max_iter=300, tol=1e-6,
+                                weights_init=init["weights"].numpy(), means_init=init["means"].numpy(),
+                                precisions_init=_precisions(init["covariances"], covariance_type)).fit(x.numpy())
+    assert ours.converged and converged.converged_ and ours.n_iter == converged.n_iter_
+    assert _relative(ours.covariances, converged.covariances_) < 1e-5
+    assert ours.log_likelihood == pytest.approx(converged.score(x.numpy()), rel=1e-5)
+    # At sklearn's parameters, through the functions, the fit's methods and the Pyro module's.
+    params = {"weights": torch.tensor(sk.weights_), "means": torch.tensor(sk.means_),
+              "covariances": torch.tensor(sk.covariances_)}
+    fit = gmm.GMMFit(**params, covariance_type=covariance_type, log_likelihood=float("nan"))
+    module = gmm.GMM(**params, covariance_type=covariance_type).double()
+    assert _relative(gmm.log_likelihood(x, **params, covariance_type=covariance_type),
+                     sk.score_samples(x.numpy())) < 1e-5
+    assert _relative(gmm.responsibilities(x, **params, covariance_type=covariance_type),
+                     sk.predict_proba(x.numpy())) < 1e-5
+    for scores in (fit, module):
+        assert _relative(scores.score_samples(x), sk.score_samples(x.numpy())) < 1e-5
+        assert _relative(scores.responsibilities(x), sk.predict_proba(x.numpy())) < 1e-5
+        assert np.array_equal(scores.predict(x).numpy(), sk.predict(x.numpy()))
+        assert scores.num_parameters() == sk._n_parameters()
+        assert scores.bic(x) == pytest.approx(sk.bic(x.numpy()), rel=1e-5)
+        assert scores.aic(x) == pytest.approx(sk.aic(x.numpy()), rel=1e-5)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_the_enumerated_pyro_model_is_the_exact_log_likelihood_for_every_type(covariance_type):
+    """TraceEnum_ELBO with the empty guide sums z out exactly: its loss is -sum_n log p(x_n)
+    of the closed form (to round-off), and the module hands back the parameters it was given."""
+    x = digits_pca(4, n=300)
+    init = gmm.initial_params(x, 3, covariance_type=covariance_type, seed=0)
+    model = gmm.GMM(**init, covariance_type=covariance_type).double()
+    for key, value in model.params().items():  # the weights renormalised: k-means++ sums to 1 + 2e-12
+        assert torch.allclose(value, init[key], rtol=1e-10, atol=0), key
+    loss = make_loss("enum").loss(model.enumerated_model, gmm.empty_guide, x)
+    exact = gmm.log_likelihood(x, **init, covariance_type=covariance_type).sum().item()
+    assert loss == pytest.approx(-exact, rel=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_sample_draws_each_type_with_its_covariances(covariance_type):
+    """Component frequencies and the second moments of one component within 4 standard errors."""
+    weights = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    means = torch.tensor([[0.0, 0.0], [5.0, 5.0]], dtype=torch.float64)
+    covariances = {"full": torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[2.0, 0.5], [0.5, 1.0]]]),
+                   "tied": torch.tensor([[2.0, 0.5], [0.5, 1.0]]),
+                   "diag": torch.tensor([[1.0, 1.0], [2.0, 0.5]]),
+                   "spherical": torch.tensor([1.0, 2.0])}[covariance_type].double()
+    matrix = {"full": lambda c: c[1], "tied": lambda c: c, "diag": lambda c: torch.diag(c[1]),
+              "spherical": lambda c: c[1] * torch.eye(2, dtype=torch.float64)}[covariance_type](covariances)
+    x, z = gmm.sample(weights, means, covariances, 20000, generator=torch.Generator().manual_seed(0),
+                      covariance_type=covariance_type)
+    assert x.shape == (20000, 2) and z.shape == (20000,)
+    assert abs((z == 1).double().mean() - 0.7) < 4 * (0.21 / 20000) ** 0.5
+    second = x[z == 1] - means[1]
+    assert torch.allclose(second.T @ second / len(second), matrix, atol=4 * 2.0 / len(second) ** 0.5)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "tied"])
+def test_a_saved_gmm_reloads_with_its_covariance_type(covariance_type, tmp_path):
+    x = digits_pca(3, n=100)
+    model = gmm.GMM(**gmm.initial_params(x, 2, covariance_type=covariance_type), covariance_type=covariance_type)
+    model.save(tmp_path / "gmm.pt")
+    loaded = gmm.GMM.load(tmp_path / "gmm.pt")
+    assert loaded.covariance_type == covariance_type
+    assert torch.equal(loaded.score_samples(x), model.score_samples(x))
+
+
+def _three_clusters(n=600):
+    """A well-separated 3-component mixture in 2-D (unit spherical components 8 sd apart)."""
+    means = torch.tensor([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]], dtype=torch.float64)
+    weights = torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64)
+    return gmm.sample(weights, means, torch.ones(3, dtype=torch.float64), n,
+                      generator=torch.Generator().manual_seed(0), covariance_type="spherical")[0]
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_select_num_components_recovers_three_clusters_by_bic(covariance_type):
+    x = _three_clusters()
+    best, curve = gmm.select_num_components(x, 6, covariance_type=covariance_type, seed=0)
+    assert list(curve) == [1, 2, 3, 4, 5, 6]
+    assert min(curve, key=curve.get) == 3 and best.means.shape == (3, 2)
+    assert best.covariance_type == covariance_type and best.bic(x) == curve[3]
+    # The curve is each K's own fit, scored by its BIC.
+    for k, value in curve.items():
+        assert value == pytest.approx(gmm.fit_em(x, k, covariance_type=covariance_type, seed=0).bic(x), rel=1e-12)
+
+
+def test_select_num_components_by_aic_gives_the_aic_curve():
+    x = _three_clusters(300)
+    best, curve = gmm.select_num_components(x, 4, covariance_type="diag", criterion="aic", n_init=2, seed=1)
+    fits = {k: gmm.fit_em(x, k, covariance_type="diag", n_init=2, seed=1) for k in curve}
+    assert curve == pytest.approx({k: fit.aic(x) for k, fit in fits.items()}, rel=1e-12)
+    assert best.aic(x) == min(curve.values())
 
 
 def test_em_history_never_decreases_and_n_init_keeps_the_best():
@@ -130,19 +261,20 @@ def test_both_guides_give_responsibilities_of_the_rows_of_x():
     assert torch.allclose(resp, torch.softmax(amortised.net(x), -1))
 
 
-def test_em_is_scale_equivariant_up_to_the_float32_range():
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_em_is_scale_equivariant_up_to_the_float32_range(covariance_type):
     """x * s has the fit of x scaled by s and log p lowered by D log s per point: in float32 up
     to s = 1e18 (k-means++ and the covariances no longer overflow below the float32 range of the
     squared deviations), then a ValueError naming the overflow instead of a wrong cause."""
     x = digits_pca(2, n=300, dtype=torch.float32) / 10
-    base = gmm.fit_em(x, 3, reg_covar=0.0, tol=1e-6, max_iter=300)
+    base = gmm.fit_em(x, 3, covariance_type, reg_covar=0.0, tol=1e-6, max_iter=300)
     for s in (1e6, 1e18):
-        big = gmm.fit_em(x * s, 3, reg_covar=0.0, tol=1e-6, max_iter=300)
+        big = gmm.fit_em(x * s, 3, covariance_type, reg_covar=0.0, tol=1e-6, max_iter=300)
         # float32 rounding (~1e-7 relative per operation, sums of 300 terms) moves the converged
         # mean log-likelihood by far less than 2e-3 nats; a wrong fit would be off by > 0.1
         assert big.log_likelihood == pytest.approx(base.log_likelihood - 2 * math.log(s), abs=2e-3)
     with pytest.raises(ValueError, match="the covariances overflowed torch.float32.*float64"):
-        gmm.fit_em(x * 1e20, 3)
+        gmm.fit_em(x * 1e20, 3, covariance_type)
 
 
 def _params(**change):
@@ -203,6 +335,47 @@ BAD_INPUTS = {
         lambda: gmm.log_likelihood(_x(dtype=torch.float32), **{k: v.float() for k, v in _params(
             covariances=torch.eye(2, dtype=F64).repeat(2, 1, 1) * 1e40).items()}),
         "covariances contain inf: they overflowed torch.float32.*float64"),
+    # the covariance type: its name, and covariances of its shape, positive (definite)
+    "covariance_type 'banana'": (lambda: _ll(covariance_type="banana"),
+                                 r"covariance_type must be one of \('full', 'diag', 'spherical', 'tied'\), "
+                                 "got 'banana'"),
+    "covariance_type None": (lambda: _ll(covariance_type=None), "covariance_type must be one of"),
+    "full covariances (2, 2)": (lambda: _ll(covariances=torch.ones(2, 2, dtype=F64)),
+                                r"covariances must have shape \(2, 2, 2\) for means \(2, 2\) and "
+                                r"covariance_type 'full', got \(2, 2\)"),
+    "diag covariances (2, 2, 2)": (lambda: _ll(covariance_type="diag"),
+                                   r"covariances must have shape \(2, 2\) for means \(2, 2\) and "
+                                   r"covariance_type 'diag', got \(2, 2, 2\)"),
+    "spherical covariances (2, 2)": (lambda: _ll(covariances=torch.ones(2, 2, dtype=F64), covariance_type="spherical"),
+                                     r"covariances must have shape \(2,\) .*covariance_type 'spherical', got \(2, 2\)"),
+    "tied covariances (2, 2, 2)": (lambda: _ll(covariance_type="tied"),
+                                   r"covariances must have shape \(2, 2\) .*covariance_type 'tied', got \(2, 2, 2\)"),
+    "tied covariances (3, 3)": (lambda: _ll(covariances=torch.eye(3, dtype=F64), covariance_type="tied"),
+                                r"covariances must have shape \(2, 2\) .*'tied', got \(3, 3\)"),
+    "diag variance 0": (lambda: _ll(covariances=torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=F64),
+                                    covariance_type="diag"),
+                        r"covariances with covariance_type 'diag': the covariance of component\(s\) \[1\] is "
+                        r"not positive definite \(a variance <= 0\)"),
+    "spherical variance negative": (lambda: _ll(covariances=torch.tensor([-1.0, 1.0], dtype=F64),
+                                                covariance_type="spherical"),
+                                    r"covariances with covariance_type 'spherical': the covariance of "
+                                    r"component\(s\) \[0\] is not positive definite"),
+    "tied not positive definite": (lambda: _ll(covariances=torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64),
+                                               covariance_type="tied"),
+                                   "covariances with covariance_type 'tied': the covariance is not positive definite"),
+    "tied not symmetric": (lambda: _ll(covariances=torch.tensor([[1.0, 0.0], [0.5, 1.0]], dtype=F64),
+                                       covariance_type="tied"),
+                           r"covariances are not symmetric \(covariance_type 'tied'\)"),
+    "diag covariances inf": (lambda: _ll(covariances=torch.tensor([[1.0, float("inf")], [1.0, 1.0]], dtype=F64),
+                                         covariance_type="diag"), "covariances contain inf"),
+    "responsibilities diag covariances (2, 2, 2)": (
+        lambda: gmm.responsibilities(_x(), **_params(), covariance_type="diag"),
+        r"covariances must have shape \(2, 2\) .*'diag'"),
+    "sample spherical variance 0": (
+        lambda: gmm.sample(n=2, covariance_type="spherical", **_params(covariances=torch.tensor([1.0, 0.0], dtype=F64))),
+        r"covariances with covariance_type 'spherical': the covariance of component\(s\) \[1\]"),
+    "sample tied (2, 2, 2)": (lambda: gmm.sample(n=2, covariance_type="tied", **_params()),
+                              r"covariances must have shape \(2, 2\) .*'tied'"),
     "sample n=2.5": (lambda: gmm.sample(n=2.5, **_params()), "n must"),
     "sample n=0": (lambda: gmm.sample(n=0, **_params()), "n must be a positive integer, got 0"),
     "sample n=True": (lambda: gmm.sample(n=True, **_params()), "n must be a positive integer, got True"),
@@ -235,6 +408,39 @@ BAD_INPUTS = {
                                "the covariances overflowed torch.float32.*convert it to torch.float64 or rescale"),
     "fit_em 1e200 in float64": (lambda: gmm.fit_em(_x(50) * 1e200, 2),
                                 "the covariances overflowed torch.float64.*; rescale it"),
+    "fit_em covariance_type 'Full'": (lambda: gmm.fit_em(_x(20), 2, covariance_type="Full"),
+                                      "covariance_type must be one of"),
+    "fit_em diag init of full covariances": (lambda: gmm.fit_em(_x(20), 2, covariance_type="diag", init=_params()),
+                                             r"covariances must have shape \(2, 2\) .*'diag', got \(2, 2, 2\)"),
+    "fit_em tied init not positive definite": (
+        lambda: gmm.fit_em(_x(20), 2, covariance_type="tied",
+                           init=_params(covariances=torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64))),
+        "covariances with covariance_type 'tied': the covariance is not positive definite"),
+    "fit_em diag 1e20 in float32": (lambda: gmm.fit_em(_x(50, dtype=torch.float32) * 1e20, 2, covariance_type="diag"),
+                                    "the covariances overflowed torch.float32"),
+    "initial_params covariance_type 1": (lambda: gmm.initial_params(_x(20), 2, covariance_type=1),
+                                         "covariance_type must be one of .* got 1"),
+    # select_num_components
+    "select max_components=0": (lambda: gmm.select_num_components(_x(20), 0),
+                                "max_components must be between 1 and N=20, got 0"),
+    "select max_components > N": (lambda: gmm.select_num_components(_x(5), 6),
+                                  "max_components must be between 1 and N=5, got 6"),
+    "select max_components=2.5": (lambda: gmm.select_num_components(_x(20), 2.5),
+                                  "max_components must be an integer >= 0, got 2.5"),
+    "select criterion 'loglik'": (lambda: gmm.select_num_components(_x(20), 2, criterion="loglik"),
+                                  r"criterion must be one of \('bic', 'aic'\), got 'loglik'"),
+    "select covariance_type 'diagonal'": (lambda: gmm.select_num_components(_x(20), 2, covariance_type="diagonal"),
+                                          "covariance_type must be one of"),
+    "select n_init=0": (lambda: gmm.select_num_components(_x(20), 2, n_init=0), "n_init must be a positive integer"),
+    "select tol=-1": (lambda: gmm.select_num_components(_x(20), 2, tol=-1.0), "tol must be a finite number >= 0"),
+    "select x NaN": (lambda: gmm.select_num_components(_x(20) * float("nan"), 2), "x contains NaN"),
+    # the methods of a fit and of the module
+    "GMMFit.score_samples width 3": (lambda: gmm.fit_em(_x(20), 2).score_samples(_x(d=3)), "x must have 2 columns"),
+    "GMMFit.bic NaN": (lambda: gmm.fit_em(_x(20), 2, covariance_type="tied").bic(_x() * float("nan")),
+                       "x contains NaN"),
+    "GMM.predict float32": (lambda: gmm.GMM(**_params()).predict(_x(dtype=torch.float32)),
+                            "x must be dtype torch.float64"),
+    "GMM.aic list": (lambda: gmm.GMM(**_params()).aic([[0.0, 0.0]]), "x must be a torch.Tensor"),
     "initial_params num_components=2.5": (lambda: gmm.initial_params(_x(20), 2.5), "num_components"),
     "initial_params K > N": (lambda: gmm.initial_params(_x(5), 6), "num_components must be between 1 and N=5"),
     "initial_params reg_covar=nan": (lambda: gmm.initial_params(_x(20), 2, reg_covar=float("nan")),
@@ -246,6 +452,13 @@ BAD_INPUTS = {
                          "weights must be a torch.Tensor"),
     "GMM covariance not positive definite": (
         lambda: gmm.GMM(**_params(covariances=-torch.eye(2, dtype=F64).repeat(2, 1, 1))), "not positive definite"),
+    "GMM diag covariances (2, 2, 2)": (lambda: gmm.GMM(**_params(), covariance_type="diag"),
+                                       r"covariances must have shape \(2, 2\) .*'diag'"),
+    "GMM spherical variance negative": (
+        lambda: gmm.GMM(**_params(covariances=torch.tensor([1.0, -1.0], dtype=F64)), covariance_type="spherical"),
+        r"covariances with covariance_type 'spherical': the covariance of component\(s\) \[1\]"),
+    "GMM covariance_type 'Tied'": (lambda: gmm.GMM(**_params(), covariance_type="Tied"),
+                                   "covariance_type must be one of"),
     "GMM name=''": (lambda: gmm.GMM(**_params(), name=""), "name must be a non-empty string"),
     "GMM.model width 3": (lambda: gmm.GMM(**_params()).model(_x(d=3)), "x must have 2 columns"),
     "GMM.enumerated_model float32": (lambda: gmm.GMM(**_params()).enumerated_model(_x(dtype=torch.float32)),

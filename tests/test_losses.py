@@ -152,7 +152,7 @@ def _exact_iwae_by_enumeration(model, guide, x, k):
     p = model.params  # detached; rebuild differentiably:
     from torch.distributions import constraints, transform_to
 
-    tril = transform_to(constraints.lower_cholesky)(model.raw_scale_tril)
+    tril = transform_to(constraints.lower_cholesky)(model.raw_scale)
     comp = torch.distributions.MultivariateNormal(model.means, scale_tril=tril)
     log_joint = comp.log_prob(x[:, None, :]) + torch.log_softmax(model.logits, 0)  # (N, 2)
     log_q = torch.log_softmax(guide.logits, -1)  # (N, 2)
