@@ -93,26 +93,34 @@ def _known_mixture(n, generator):
     return x, labels, truth
 
 
+def _distance_to_truth(m, truth) -> float:
+    """Largest distance between matched component means (the order of components is arbitrary)."""
+    cost = torch.cdist(m.prior.locs.detach(), truth.prior.locs.detach())
+    rows, cols = linear_sum_assignment(cost.numpy())
+    return cost[rows, cols].max().item(), rows, cols
+
+
 def test_training_recovers_the_clusters_of_a_known_mixture():
     generator = torch.Generator().manual_seed(0)
-    x, labels, truth = _known_mixture(2000, generator)
+    x, labels, truth = _known_mixture(1000, generator)
     x_test, labels_test, _ = _known_mixture(1000, generator)
     torch.manual_seed(0)
     m = MixtureVAE(x_dim=40, z_dim=2, num_components=3, hidden_dims=(32,))
     m.decoder.load_state_dict(truth.decoder.state_dict())
     m.decoder.requires_grad_(False)  # a fixed decoder: the latent space of the truth is identified
-    fit(m.vae_model, m.guide, x, loss="elbo", lr=1e-2, num_epochs=15, batch_size=100, progress=False)
+    fit(m.vae_model, m.guide, x, loss="elbo", lr=1e-2, num_epochs=5, batch_size=100, progress=False)
     m.init_prior(x, n_init=3)
+    # Pre-trained under N(0, I), the encoder shrinks the clusters towards 0 (about 2 of 3-4 units).
+    start, _, _ = _distance_to_truth(m, truth)
     before = evaluate.elbo(m.marginal_model, m.guide, x, num_particles=20).mean()
-    fit(m.model, m.guide, x, loss="enum", lr=5e-3, num_epochs=15, batch_size=100, progress=False)
+    fit(m.model, m.guide, x, loss="enum", lr=3e-2, num_epochs=15, batch_size=100, progress=False)
     after = evaluate.elbo(m.marginal_model, m.guide, x, num_particles=20).mean()
-    # The mean ELBO of 2000 points with 20 particles has a standard error far below 0.1 nats.
-    assert after > before + 0.1
+    # The mean ELBO of 1000 points with 20 particles each has a standard error below 0.05 nats.
+    assert after > before + 0.2
     assert evaluate.cluster_accuracy(labels_test, m.cluster(x_test)) >= 0.95
-    # The mixture found is the truth's, up to the order of the components.
-    cost = torch.cdist(m.prior.locs.detach(), truth.prior.locs.detach())
-    rows, cols = linear_sum_assignment(cost.numpy())
-    assert cost[rows, cols].max() < 0.4
+    # Training moves the mixture to the truth's (0.5 is about two posterior scales of z).
+    end, rows, cols = _distance_to_truth(m, truth)
+    assert end < 0.5 and end < start / 2
     assert torch.allclose(m.prior.weights.detach()[rows], truth.prior.weights.detach()[cols], atol=0.05)
 
 
