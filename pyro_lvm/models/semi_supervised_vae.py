@@ -124,18 +124,19 @@ class SemiSupervisedVAE(Saveable):
                              "mask of labelled rows) or neither")
         if y is None:
             return
-        for arg, want, dtype in (("y", "int64 labels", torch.int64),
-                                 ("labelled", "a boolean mask", torch.bool)):
-            t = y if arg == "y" else labelled
+        for arg, t, want, dtype in (("y", y, "int64 labels", torch.int64),
+                                    ("labelled", labelled, "a boolean mask", torch.bool)):
             if not isinstance(t, torch.Tensor) or t.shape != x.shape[:1] or t.dtype != dtype:
                 got = (f"shape {tuple(t.shape)}, dtype {t.dtype}" if isinstance(t, torch.Tensor)
                        else type(t).__name__)
                 raise ValueError(f"{arg} must be {want} of shape ({x.shape[0]},) (one per row of "
                                  f"x) and dtype {dtype}, got {got}")
-        if values and bool((labelled & ((y < 0) | (y >= self.num_classes))).any()):
-            bad = y[labelled & ((y < 0) | (y >= self.num_classes))]
+        if not values:
+            return
+        out_of_range = labelled & ((y < 0) | (y >= self.num_classes))
+        if bool(out_of_range.any()):
             raise ValueError(f"labels y of labelled rows must lie in [0, {self.num_classes}), got "
-                             f"values such as {bad[:5].tolist()}")
+                             f"values such as {y[out_of_range][:5].tolist()}")
 
     def _guide_logits(self, x, y, labelled) -> torch.Tensor:
         """``(B, K)`` logits of the guide's ``y``: the point mass at the label (0 there, -inf
