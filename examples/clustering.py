@@ -24,7 +24,7 @@ The table of methods is printed and written to metrics.json (what :func:`main` r
 
 Published figures for comparison: VaDE 94.46% clustering accuracy on MNIST (Jiang et al. 2017,
 the authors' code); M2 11.97% (+- 1.71) test error with 100 labels (Kingma et al. 2014,
-Table 1).
+Table 1, as quoted by replications).
 
 M2's batches: with 100 labels among 60,000 images a batch of 200 holds a labelled image a third
 of the time; as Pyro's ``ss_vae_M2`` example and the authors' code (one labelled row in each

@@ -1,7 +1,7 @@
 """A variational autoencoder whose prior is a Gaussian mixture: clusters from a deep latent
 variable model (VaDE, Jiang, Zheng, Tan, Tang & Zhou 2017).
 
-Generative model (their sec. 3.1)::
+Generative model::
 
     y_n ~ Categorical(pi)                                   the cluster
     z_n | y_n ~ N(mu_{y_n}, diag sigma^2_{y_n})             the latent embedding
@@ -14,22 +14,24 @@ parallel enumeration, so Pyro's ``TraceEnum_ELBO`` (``make_loss("enum")``) compu
 
     ELBO(x_n) = E_q [ log p(x_n | z_n) + log sum_y pi_y N(z_n | mu_y, sigma^2_y) - log q(z_n | x_n) ]
 
-which is VaDE's bound (their eq. 10) with their cluster posterior ``q(y | x) = p(y | z)``
-(their eq. 16) exact for every draw of ``z``.  :meth:`MixtureVAE.marginal_model` is the same
-density written with ``y`` already summed out (``z ~ MixtureSameFamily``), which every other
-loss and :func:`pyro_lvm.evaluate.log_likelihood` take: the library's importance weights
-(:mod:`pyro_lvm.infer.importance`) need every model latent sampled by the guide, so they
-refuse the enumerated ``y`` of :meth:`~MixtureVAE.model` with a ``ValueError``.
+which is VaDE's bound with their cluster posterior ``q(y | x) = p(y | z)`` (the ``gamma`` of
+the authors' code, computed from the drawn ``z``) exact for every draw.
+:meth:`MixtureVAE.marginal_model` is the same density written with ``y`` already summed out
+(``z ~ MixtureSameFamily``), which every other loss and :func:`pyro_lvm.evaluate.log_likelihood`
+take: the library's importance weights (:mod:`pyro_lvm.infer.importance`) need every model
+latent sampled by the guide, so they refuse the enumerated ``y`` of :meth:`~MixtureVAE.model`
+with a ``ValueError``.
 
-Initialisation as VaDE's (their sec. 4.2, and the authors' code, github.com/slim1017/VaDE): a
-short pre-training of the encoder and decoder (here the VAE itself, :meth:`MixtureVAE.vae_model`,
+Initialisation as VaDE's (the authors' code, github.com/slim1017/VaDE, ``VaDE.py``: pre-trained
+autoencoder weights, then a GMM with diagonal covariances fitted to the encoded means): a short
+pre-training of the encoder and decoder (here as the VAE itself, :meth:`MixtureVAE.vae_model`,
 prior ``N(0, I)``), then the mixture fitted by EM to the encoded means
-(:meth:`MixtureVAE.init_prior`, :func:`~pyro_lvm.models.gmm.fit_em` with diagonal
-covariances); then ``fit`` on :meth:`~MixtureVAE.model` with the ``enum`` loss.
+(:meth:`MixtureVAE.init_prior`, :func:`~pyro_lvm.models.gmm.fit_em` with diagonal covariances);
+then ``fit`` on :meth:`~MixtureVAE.model` with the ``enum`` loss.
 
-Published figure: the authors report 94.46% clustering accuracy on MNIST (README and
-``VaDE.py`` of their code; networks 784-500-500-2000-10 pre-trained as a stacked autoencoder,
-300 epochs on all 70,000 images).
+Published figure: "the 94.46% clustering accuracy on the MNIST dataset" (the README of the
+authors' code; networks 784-500-500-2000-10, 500 epochs on all 70,000 images, from pre-trained
+autoencoder weights).
 
 References: Z. Jiang, Y. Zheng, H. Tan, B. Tang, H. Zhou, "Variational Deep Embedding: An
 Unsupervised and Generative Approach to Clustering", IJCAI 2017 (arXiv:1611.05148).
@@ -143,8 +145,8 @@ class MixtureVAE(VAE):
 
     @torch.no_grad()
     def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
-        """``p(y | z_n)`` at ``z_n`` the posterior mean of ``q(z | x_n)`` (VaDE's eq. 16 at the
-        mean, not averaged over draws), ``(N, K)``, rows summing to 1.
+        """``p(y | z_n)`` at ``z_n`` the posterior mean of ``q(z | x_n)`` (VaDE's cluster posterior
+        at the mean, not averaged over draws), ``(N, K)``, rows summing to 1.
 
         :raises ValueError: as :meth:`check_inputs` (values included)."""
         self.check_inputs(x, values=True)

@@ -19,19 +19,20 @@ classifier for the others; it is marked for parallel enumeration, so Pyro's ``Tr
 * unlabelled (their eq. 7): ``-U(x) = sum_y q(y | x) (-L(x, y)) + H[q(y | x)]``, the sum over
   the K classes computed exactly, with one draw of ``z`` per class.
 
-The classification term (their eq. 9): ``J^alpha = J + alpha E_{p~_l(x, y)}[-log q_phi(y | x)]``,
-"In all experiments, alpha = 0.1 N" (N data points; their sec. 3.1.2).  The bounds alone never
-train ``q(y | x)`` on the labelled rows, so the model adds the term itself, as
+The classification term (their eq. 9): ``J^alpha = J + alpha E_{p~_l(x, y)}[-log q_phi(y | x)]``
+with ``alpha = 0.1 N`` (N data points) in their experiments.  The bounds alone never train
+``q(y | x)`` on the labelled rows, so the model adds the term itself, as
 ``pyro.factor("classification", alpha_l * log q_phi(y_n | x_n))`` on each labelled row, with
 ``alpha_l = alpha / N_l`` per labelled point (the constructor's ``alpha``); in the model, a factor
 adds to the objective (a guide's would be read as part of ``log q``), so ``fit`` trains the
 classifier with everything else in one loss, whose value is then ``J^alpha``, not an ELBO.  The
 paper's ``alpha = 0.1 N`` over ``N_l`` labelled points is ``alpha = 0.1 N / N_l`` here (60 for
-100 labels among 60,000 images); the authors' code (github.com/dpkingma/nips14-ssl,
-``learn_yz_x_ss.py``) weighs each labelled row by the same ``0.1 N_total / N_l``.
+100 labels among 60,000 images), the weight the authors' code gives each labelled row
+(github.com/dpkingma/nips14-ssl, ``learn_yz_x_ss.py``: ``beta = alpha * n_tot / n_labeled``
+with ``alpha = 0.1``).
 
 Published figure: 11.97% (+- 1.71) test error on MNIST with 100 labels for M2 (the paper's
-Table 1).
+Table 1, as quoted by replications).
 
 References: D. P. Kingma, D. J. Rezende, S. Mohamed, M. Welling, "Semi-supervised Learning with
 Deep Generative Models", NeurIPS 2014 (arXiv:1406.5298).
