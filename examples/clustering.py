@@ -35,6 +35,7 @@ keeps the paper's weight (alpha = --alpha N per the N_l labelled rows, repeats c
 
 import argparse
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -90,25 +91,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-class Clock:
-    """CPU and wall seconds of a block: ``with clock("name"): ...`` stores them in ``clock.times``."""
-
-    def __init__(self):
-        self.times = {}
-
-    def __call__(self, name):
-        clock = self
-
-        class Block:
-            def __enter__(self):
-                self.start = (time.process_time(), time.perf_counter())
-
-            def __exit__(self, *exc):
-                cpu, wall = time.process_time() - self.start[0], time.perf_counter() - self.start[1]
-                clock.times[name] = {"cpu_s": round(cpu, 1), "wall_s": round(wall, 1)}
-                tqdm.write(f"{name}: {cpu / 60:.1f} CPU min, {wall / 60:.1f} min wall")
-
-        return Block()
+@contextmanager
+def timed(times: dict, name: str):
+    """Store the CPU seconds (this process) and wall seconds of the block in ``times[name]``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    yield
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    times[name] = {"cpu_s": round(cpu, 1), "wall_s": round(wall, 1)}
+    tqdm.write(f"{name}: {cpu / 60:.1f} CPU min, {wall / 60:.1f} min wall")
 
 
 def scores(labels, clusters) -> dict:
@@ -228,40 +218,40 @@ def main(argv=None) -> dict:
     images, labels = (t[:args.train_size] for t in load_mnist(args.data_dir, train=True))
     test_images, test_labels = (t[:args.test_size] for t in load_mnist(args.data_dir, train=False))
     x_test = fixed_binarization(test_images)
-    clock, results, table = Clock(), {}, []
+    times, results, table = {}, {}, []
     with pyro.validation_enabled(False):  # fit and evaluate check the data at their doors
         if "pca" in args.parts:
-            with clock("pca"):
+            with timed(times, "pca"):
                 results["pca"] = gmm_on_pcs(args, images, x_test, test_labels, out)
             table.append({"method": f"GMM on {args.pca_dims} PCs, K = 10",
                           **results["pca"]["at_K_10"], "test_log_px": None, "part": "pca"})
         if "vae" in args.parts:
-            with clock("vae"):
+            with timed(times, "vae"):
                 m = pretrain(args, images)
                 m.init_prior(fixed_binarization(images), n_init=args.n_init, seed=args.seed)
                 results["vae"] = {**scores(test_labels, m.cluster(x_test)),
                                   "test_log_px": test_log_px(args, m.vae_model, m.guide, x_test)}
             table.append({"method": "VAE + GMM on z", **results["vae"], "part": "vae"})
         if "vade" in args.parts:
-            with clock("vade"):
+            with timed(times, "vade"):
                 results["vade"] = train_vade(args, m, images, x_test, test_labels, out)
                 results["vade"].update(scores(test_labels, m.cluster(x_test)),
                                        test_log_px=test_log_px(args, m.marginal_model, m.guide, x_test))
             table.append({"method": "MixtureVAE (VaDE)", "part": "vade",
                           **{k: results["vade"][k] for k in ("accuracy", "nmi", "test_log_px")}})
         if "m2" in args.parts:
-            with clock("m2"):
+            with timed(times, "m2"):
                 results["m2"] = train_m2(args, images, labels, x_test, test_labels, out)
     for row in table:
-        row["cpu_min"] = round(clock.times[row["part"]]["cpu_s"] / 60, 1)
-        row["wall_min"] = round(clock.times[row["part"]]["wall_s"] / 60, 1)
+        row["cpu_min"] = round(times[row["part"]]["cpu_s"] / 60, 1)
+        row["wall_min"] = round(times[row["part"]]["wall_s"] / 60, 1)
         log_px = "n/a" if row["test_log_px"] is None else f"{row['test_log_px']:.1f}"
         print(f"{row['method']:<28} accuracy {row['accuracy']:.4f}  NMI {row['nmi']:.4f}  "
               f"test log p(x) {log_px}  {row['cpu_min']} CPU min")
     if "m2" in results:
         print(f"M2, {10 * args.labels_per_class} labels: test error {results['m2']['test_error']:.4f}")
     written = write_metrics(out / "metrics.json", {"config": vars(args), "table": table,
-                                                   "times": clock.times, **results})
+                                                   "times": times, **results})
     print(f"wrote {out}/metrics.json and the pictures of the parts run")
     return written
 
