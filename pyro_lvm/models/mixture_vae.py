@@ -17,10 +17,9 @@ parallel enumeration, so Pyro's ``TraceEnum_ELBO`` (``make_loss("enum")``) compu
 which is VaDE's bound with their cluster posterior ``q(y | x) = p(y | z)`` (the ``gamma`` of
 the authors' code, computed from the drawn ``z``) exact for every draw.
 :meth:`MixtureVAE.marginal_model` is the same density written with ``y`` already summed out
-(``z ~ MixtureSameFamily``), which every other loss and :func:`pyro_lvm.evaluate.log_likelihood`
-take: the library's importance weights (:mod:`pyro_lvm.infer.importance`) need every model
-latent sampled by the guide, so they refuse the enumerated ``y`` of :meth:`~MixtureVAE.model`
-with a ``ValueError``.
+(``z ~ MixtureSameFamily``), for the losses that do not enumerate (``elbo``, ``tracegraph``);
+:func:`pyro_lvm.evaluate.log_likelihood` takes either (the importance weights of
+:mod:`pyro_lvm.infer.importance` sum the enumerated ``y`` out per point).
 
 Initialisation as VaDE's (the authors' code, github.com/slim1017/VaDE, ``VaDE.py``: pre-trained
 autoencoder weights, then a GMM with diagonal covariances fitted to the encoded means): a short
