@@ -30,6 +30,7 @@ examples: $(VENV)/.installed
 	$(PY) examples/missing_pixels.py
 	$(PY) examples/latent_space.py
 	$(PY) examples/anomaly.py
+	$(PY) examples/clustering.py
 
 benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/vae_step.py

@@ -26,7 +26,7 @@ from . import evaluate
 from .checks import (check_callable, check_model_data, check_positive, check_size, check_tensors,
                      checked_values)
 from .infer import resolve_loss
-from .params import traced_params
+from .params import isolated_param_store, traced_params
 from .plots import plt
 from .testing import gradient_draws
 from .train import fit
@@ -47,8 +47,10 @@ def gradient_statistics(loss, model, guide, args: tuple, num_draws: int = 50) ->
     if not isinstance(args, tuple):
         raise ValueError(f"args must be a tuple of the data tensors, got {type(args).__name__}")
     draws = gradient_draws(loss, model, guide, *args, num_draws=num_draws)
+    with isolated_param_store(copy=True):  # the groups, without registering in the caller's
+        groups = traced_params(model, guide, *args)
     stats = {}
-    for group, params in traced_params(model, guide, *args).items():
+    for group, params in groups.items():
         if not params:
             continue
         flat = torch.cat([draws.grads[n].reshape(num_draws, -1) for n in sorted(params)], 1)
@@ -99,6 +101,9 @@ def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_dr
         with a loss object or name, or ``{label: (loss, guide)}`` where a row needs
         another guide (e.g. :func:`~pyro_lvm.infer.score_function_guide` of the same one).
         Parameters a row creates (Pyro's baseline averages) are removed before the next.
+        Everything runs on a param store of its own (:mod:`pyro_lvm.params`): the modules'
+        tensors and copies of the bare ``pyro.param`` sites, so the caller's store is left
+        as it was and the modules get their starting values back.
     :param data: the training data ``(N, ...)``, or a tuple of tensors sharing N (as
         :func:`~pyro_lvm.train.fit` takes, integer labels included); statistics use the
         whole of it as one batch (pass a subset for large data).
@@ -121,8 +126,17 @@ def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_dr
         timing_steps=timing_steps, eval_samples=eval_samples, batch_size=batch_size, seed=seed)
     lr = check_positive("lr", lr)
     check_callable("exact_log_likelihood", exact_log_likelihood, optional=True)
-    n = args[0].shape[0]
     pyro.set_rng_seed(seed)
+    with isolated_param_store(copy=True):  # the caller's store is left as it was
+        return _rows(model, guide, data, args, losses, counts, lr, transform, train_data,
+                     test_data, exact_log_likelihood)
+
+
+def _rows(model, guide, data, args, losses, counts, lr, transform, train_data, test_data,
+          exact_log_likelihood) -> list:
+    """The rows of :func:`compare_losses`, on the param store it opened: every row from the
+    same start (the modules' tensors, copies of the bare parameters)."""
+    n = args[0].shape[0]
     with checked_values():
         for loss, row_guide in losses.values():
             loss.loss(model, row_guide, *args)  # registers every parameter in the param store
@@ -140,7 +154,7 @@ def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_dr
     rows = []
     for label, (loss, row_guide) in losses.items():
         restore()
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(counts["seed"])
         rows.append({"loss": label, **_measure(loss, model, row_guide, args, n, counts)})
         if counts["train_steps"]:
             restore()

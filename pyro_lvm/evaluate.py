@@ -18,11 +18,21 @@ q(z)]`` and :func:`log_likelihood` the importance-sampled ``log p(x_1..N)`` (a
 lower bound in expectation, tight as K grows), both in nats for the whole data
 set, computed in one pass over all rows (``batch_size`` must then cover N).
 Per-point estimates conditional on one guide draw of the globals are not provided.
+
+**Enumerated models**: a model site marked ``infer={"enumerate": "parallel"}`` (e.g. by
+``config_enumerate``) that the guide does not sample is summed out exactly inside each weight,
+``log p(x_n, z_nk) = log sum_y p(x_n, y, z_nk)``, at every K (in the data plate, or outside
+every plate; :mod:`pyro_lvm.infer.importance`); other enumerated sites are refused naming them.
+
+**Parameters**: every pass runs on a param store of its own (:mod:`pyro_lvm.params`): modules
+are scored as they are, bare ``pyro.param`` sites at their values in Pyro's store.  A bare
+site the store does not hold is scored at its initial value, with a ``UserWarning`` naming it.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -31,11 +41,12 @@ import torch
 from pyro import poutine
 
 from .checks import check_callable, check_model_data, check_size, checked_values
+from . import ais
 from .infer import IWAE
 from .params import isolated_param_store
 
-__all__ = ["WeightChunk", "cluster_accuracy", "elbo", "log_likelihood", "log_weight_chunks",
-           "log_weights"]
+__all__ = ["WeightChunk", "ais_log_likelihood", "bdmc", "cluster_accuracy", "elbo",
+           "log_likelihood", "log_weight_chunks", "log_weights"]
 
 #: Elements per chunk of (particles x points x features); bounds the memory of one pass.
 MAX_ELEMENTS = 2**23
@@ -56,6 +67,13 @@ def _checked(model, guide, data, num_samples, batch_size, max_elements, name="nu
     return check_model_data(model, data, "x"), num_samples, batch_size, max_elements
 
 
+def _rows_per_block(n, width, batch_size, max_elements, particles=1):
+    """Data points per pass: ``batch_size``, else as many as ``max_elements`` allows with
+    ``particles`` per point, all N when they fit (guides with local parameters need every
+    row); a small batch_size with many particles per pass runs an amortised encoder rarely."""
+    return min(n, batch_size or max(1, max_elements // (particles * width)))
+
+
 def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, return_sites=None,
             **kwargs):
     """Yield ``(rows, log_w)`` with ``log_w`` of shape ``(k, len(rows))``, or
@@ -65,9 +83,7 @@ def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, return
     by :func:`_checked`."""
     n = tensors[0].shape[0]
     width = max(1, tensors[0][0].numel())
-    # Default: all rows in one block when they fit (guides with local parameters need every
-    # row); a small batch_size with many particles per pass runs an amortised encoder rarely.
-    batch_size = min(n, batch_size or max(1, max_elements // width))
+    batch_size = _rows_per_block(n, width, batch_size, max_elements)
     per_pass = max(1, min(num_samples, max_elements // (batch_size * width)))
     yield from _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs,
                        return_sites)
@@ -79,8 +95,19 @@ def _one_pass(estimator, model, guide, tensors, kwargs):
     training run's).  Values were checked at the door: the model and guide bodies check
     shapes only.  Entered per pass, so that the caller's code between chunks runs in its
     own state (store, gradient mode)."""
-    with isolated_param_store(), checked_values(), torch.no_grad():
-        return estimator.log_weights(model, guide, *tensors, **kwargs)
+    with isolated_param_store() as store, checked_values(), torch.no_grad():
+        weights = estimator.log_weights(model, guide, *tensors, **kwargs)
+    return weights, store.initialised
+
+
+def _warn_initialised(names) -> None:
+    """The estimate scores bare ``pyro.param`` sites at the initial values given in the code:
+    Pyro's store held none for them (never trained, or removed since, e.g. by
+    ``pyro.clear_param_store()``)."""
+    warnings.warn(f"the parameters {names} are not in Pyro's param store, so this estimate scores "
+                  "them at their initial values, not trained ones (never trained, or the store "
+                  "was cleared since); train the pair first (pyro_lvm.train.fit), or give the "
+                  "model and guide modules that hold their parameters", UserWarning, stacklevel=4)
 
 
 def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs, return_sites):
@@ -93,7 +120,10 @@ def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs,
             k = min(per_pass, num_samples - done)
             if k not in estimators:  # one per chunk size, sharing the plate nesting
                 estimators[k] = IWAE(num_particles=k, max_plate_nesting=nesting)
-            weights = _one_pass(estimators[k], model, traced, [t[rows] for t in tensors], kwargs)
+            weights, initialised = _one_pass(estimators[k], model, traced,
+                                             [t[rows] for t in tensors], kwargs)
+            if initialised and start == done == 0:  # once per call
+                _warn_initialised(initialised)
             nesting = weights.num_plates - 1  # the model's plates, without the particles
             if weights.data_dim is None and rows != slice(0, n):
                 raise ValueError(
@@ -258,6 +288,126 @@ def elbo(model, guide, *x, num_particles: int = 1, batch_size=None,
             total = log_w.new_zeros((n,) if rows is not None else ())
         total[rows if rows is not None else ...] += log_w.sum(0).squeeze()
     return total / num_particles
+
+
+def _ais_blocks(model, guide, data, options, batch_size, max_elements) -> list:
+    """The door of the AIS functions, then the data in row blocks (tuples of tensors) sized
+    like :func:`log_likelihood`'s, with all ``num_chains`` chains of a point in one pass.
+    Each block's work runs in :func:`_ais_scope`.
+
+    :raises ValueError: naming the bad argument."""
+    check_callable("model", model)
+    check_callable("guide", guide, optional=True)
+    max_elements = check_size("max_elements", max_elements)
+    if batch_size is not None:
+        batch_size = check_size("batch_size", batch_size)
+    tensors = check_model_data(model, data, "x")
+    n = tensors[0].shape[0]
+    rows = _rows_per_block(n, max(1, tensors[0][0].numel()), batch_size, max_elements,
+                           options.num_chains)
+    return [tuple(t[start:start + rows] for t in tensors) for start in range(0, n, rows)]
+
+
+def _ais_scope(run, *args):
+    """``run(*args)`` in the scope of :func:`_one_pass`: a param store of its own, the
+    bodies' value checks off (the door checked them)."""
+    with isolated_param_store(), checked_values():
+        return run(*args)
+
+
+def ais_log_likelihood(model, guide, *x, num_steps: int = 1000, num_chains: int = 16,
+                       num_leapfrog: int = 10, step_size: float = 0.05,
+                       target_accept: float | None = 0.65, schedule: str = "sigmoid",
+                       batch_size=None, return_diagnostics: bool = False,
+                       max_elements: int = MAX_ELEMENTS, **kwargs):
+    """Annealed importance sampling estimate of ``log p(x_n)`` per data point, nats,
+    ``(N,)`` (Neal 2001; with HMC transitions as Wu et al. 2017): ``num_chains`` chains
+    per point from the guide's ``q(z | x_n)`` (the prior when ``guide`` is None) along
+    ``f_t = q^(1 - beta_t) p(x_n, z)^beta_t``, ``beta`` from 0 to 1 in ``num_steps``
+    steps, one HMC transition of ``num_leapfrog`` leapfrog steps per intermediate
+    distribution; the log-mean-exp of the weights over chains.  A stochastic lower bound
+    (``E[estimate] <= log p(x_n)``) that, unlike :func:`log_likelihood`, tightens with
+    ``num_steps`` even when the guide is a poor proposal.  The mathematics, the schedule,
+    the step-size adaptation and which pairs work: :mod:`pyro_lvm.ais`.
+
+    Cost: about ``num_chains * (1 + (num_steps - 1) * (num_leapfrog + 1))`` evaluations
+    of ``log p(x_n, z)`` and its gradient per point; ``num_steps=1`` is
+    :func:`log_likelihood` with K = ``num_chains``.  Settings: check them with
+    :func:`bdmc` on simulated data (raise ``num_steps`` until the gap is below the
+    precision you need, e.g. 1 nat); 16 chains and 10 leapfrog steps are the defaults
+    of Wu et al.'s (2017) code (with 10,000 steps); more chains mostly lower the
+    variance, more steps the bias.
+    ``target_accept`` 0.65 is Neal's (2011) recommendation for HMC; ``None`` fixes the
+    step size at ``step_size`` (exactly unbiased weights, no adaptation).
+
+    :param model, guide: Pyro callables as for :func:`log_likelihood`; ``guide=None``
+        starts the chains at the prior.
+    :param int num_steps: T, intermediate distributions (``>= 1``).
+    :param int num_chains: C, independent chains per data point.
+    :param int num_leapfrog: leapfrog steps per HMC transition.
+    :param float step_size: initial leapfrog step size (adapted per data point).
+    :param target_accept: the HMC acceptance rate the step sizes adapt to, in (0, 1), or
+        None (no adaptation).
+    :param str schedule: ``"sigmoid"`` (Grosse et al. 2015) or ``"linear"``.
+    :param batch_size: data points per pass (default: as many as ``max_elements`` allows
+        with all chains, all N if they fit).
+    :param bool return_diagnostics: return an :class:`~pyro_lvm.ais.AISResult`
+        (estimate, standard error across chains, mean acceptance rate, final step sizes,
+        each ``(N,)``) instead of the estimate alone.
+    :raises ValueError: a count not a positive integer, ``step_size`` not finite and
+        > 0, ``target_accept`` outside (0, 1), an unknown schedule, bad data (as
+        :func:`log_likelihood`), or a pair AIS cannot move: a discrete or constrained
+        latent, a latent outside the data plate (the message names the site).
+    """
+    options = ais.check_options(num_steps, num_chains, num_leapfrog, step_size, target_accept,
+                                schedule)
+    blocks = _ais_blocks(model, guide, _data(x), options, batch_size, max_elements)
+    result = _cat([_ais_scope(ais.forward, model, guide, block, kwargs, options)
+                   for block in blocks])
+    return result if return_diagnostics else result.log_likelihood
+
+
+def bdmc(model, guide, *x, num_steps: int = 1000, num_chains: int = 16, num_leapfrog: int = 10,
+         step_size: float = 0.05, target_accept: float | None = 0.65, schedule: str = "sigmoid",
+         batch_size=None, max_elements: int = MAX_ELEMENTS, **kwargs) -> ais.BDMCResult:
+    """Bidirectional Monte Carlo (Grosse, Ghahramani & Adams 2015): sandwich ``log p(x_n)``
+    on data simulated from the model, to find the AIS settings a model needs.
+
+    Draws ``(z_n, x_n) ~ p(z) p(x | z)`` with ``x``'s shape (``poutine.uncondition``; the
+    values of the observed tensors are not used, other data such as a mask are), then
+    runs :func:`ais_log_likelihood`'s forward AIS on the simulated ``x_n`` (a stochastic
+    lower bound) and reverse AIS from the exact posterior sample ``z_n`` back to the guide
+    (a stochastic upper bound).  ``log p(x_n)`` lies between them up to Monte Carlo error,
+    and the mean gap bounds the error of both for these settings.
+
+    What the gap does not certify: real data are not simulated data.  A test image may
+    sit where the model puts little mass and its posterior be harder to anneal to than a
+    simulated one's, so a small gap on simulated data is evidence, not proof, that AIS
+    with the same settings is accurate on real data (Wu et al. 2017 make this
+    assumption).  It says nothing about how good the model is.
+
+    :param x: data of the shape the model observes (a tensor, or a tuple whose observed
+        tensor the model's observed site takes as ``obs=`` unchanged).
+    :param num_steps, ...: as :func:`ais_log_likelihood`, for both directions.
+    :returns: :class:`~pyro_lvm.ais.BDMCResult` with ``lower``, ``upper`` (``(N,)``
+        nats), ``data`` (the simulated data, given form), ``gap`` (mean of upper - lower)
+        and both runs' diagnostics.
+    :raises ValueError: as :func:`ais_log_likelihood`, or a model none of whose observed
+        sites observes a data tensor.
+    """
+    options = ais.check_options(num_steps, num_chains, num_leapfrog, step_size, target_accept,
+                                schedule)
+    blocks = _ais_blocks(model, guide, _data(x), options, batch_size, max_elements)
+    forward, reverse, data = zip(*(_ais_scope(ais.sandwich, model, guide, block, kwargs, options)
+                                   for block in blocks))
+    data = tuple(torch.cat(parts) for parts in zip(*data))
+    forward, reverse = _cat(forward), _cat(reverse)
+    return ais.BDMCResult(forward.log_likelihood, reverse.log_likelihood,
+                          data[0] if len(data) == 1 else data, forward, reverse)
+
+
+def _cat(results) -> ais.AISResult:
+    return ais.AISResult(*(torch.cat(parts) for parts in zip(*results)))
 
 
 def _labels(name, values):

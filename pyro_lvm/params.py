@@ -1,16 +1,36 @@
-"""Who owns a parameter: one name per module instance in Pyro's global param store.
+"""Who owns a parameter: the one place the library's design for Pyro's param store is stated.
 
-Pyro keys parameters by name in one process-wide store, and ``pyro.module(name, m,
-update_module_params=True)`` *replaces* the module's tensors by the stored ones of
-that name.  Two instances sharing a name therefore share (or take) each other's
-weights silently.  Pyro's ``PyroModule`` avoids the store but would change every
-model's class; the library keeps ``pyro.module`` and adds what it lacks:
+Pyro keys parameters by name in one process-wide store.  ``pyro.module(name, m)`` puts a
+module's tensors there under ``name$$$...`` (and, with ``update_module_params=True``,
+*replaces* the module's tensors by stored ones of that name); a bare ``pyro.param(name,
+init)`` (the style of Pyro's tutorials) lives only there, initialised on first use.  Two
+pairs sharing a name therefore share, or take, each other's values silently, and any
+code that clears or writes the store destroys another pair's training.  Pyro's
+``PyroModule`` avoids the store but would change every model's class; the library keeps
+Pyro's store and follows these rules:
 
-* :func:`unique_name`: a name per instance (``vae_0``, ``vae_1``, ...);
-* :func:`register`: ``pyro.module`` after a shape check against what the store holds
-  under that name, so a stale or foreign parameter raises instead of being taken;
-* :func:`isolated_param_store`: evaluation runs on a store of its own, so it reads
-  the modules' parameters and leaves the training store as it was;
+* **A module's parameters belong to the module.**  Its tensors are the truth; the store
+  only points at them.  :func:`unique_name` gives each instance its own name (``vae_0``,
+  ``vae_1``, ...) and :func:`register` (``pyro.module`` with a shape check) refuses a
+  stored tensor of another shape under that name instead of taking it.
+* **A bare ``pyro.param`` belongs to the store**, under its name, as in Pyro: it keeps its
+  trained value there until someone removes it (``pyro.clear_param_store()``).
+* **Training touches only the pair trained.**  :func:`~pyro_lvm.train.fit` traces the pair
+  once and :func:`take_ownership` removes from the store only that pair's module entries
+  (so the modules' own tensors are registered, never a stale tensor of the same name) and
+  the baselines of its guide sites (loss state, like the optimizer's); its bare parameters
+  continue from their stored values, as with Pyro's ``SVI`` (clear the store to start them
+  afresh).  Every other pair's parameters stay as they were, and checkpoints hold only the
+  run's own.
+* **Everything else reads and leaves the store as it found it.**  ``evaluate``,
+  ``diagnostics``, ``compare_losses``, ``imputation`` and every ``testing`` assertion run
+  on a store of their own (:func:`isolated_param_store`): modules read from the modules,
+  bare parameters carried in (copied where the block takes gradients or trains, so the
+  caller's values never change), baselines left out, and nothing registered inside
+  stays behind; a result never depends on what ran before it.
+* **Scoring an untrained bare parameter is said.**  A bare parameter the store does not
+  hold is initialised inside the block; ``evaluate`` then warns, naming it, since its
+  estimate is at the initial value and not at a trained one.
 * :func:`traced_params`: which parameters a model and a guide register, read by running
   them once (for resume checks, gradient statistics and per-group comparisons).
 """
@@ -28,7 +48,8 @@ import pyro
 from pyro import poutine
 from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER, param_with_module_name
 
-__all__ = ["isolated_param_store", "register", "traced_params", "unique_name"]
+__all__ = ["IsolatedStore", "isolated_param_store", "register", "take_ownership", "traced_params",
+           "unique_name"]
 
 _counters: dict = defaultdict(itertools.count)
 
@@ -80,19 +101,62 @@ def register(name: str, module: nn.Module) -> nn.Module:
     return module
 
 
+#: Prefix of the decaying-average baselines Pyro's TraceGraph_ELBO keeps in the store.
+BASELINE_PREFIX = "__baseline"
+
+
+def _is_bare(name: str) -> bool:
+    return _MODULE_NAMESPACE_DIVIDER not in name and not name.startswith(BASELINE_PREFIX)
+
+
+class IsolatedStore:
+    """What :func:`isolated_param_store` yields; after the block, ``initialised`` lists the
+    bare parameters the block created (the store held no value for them)."""
+
+    def __init__(self, carried):
+        self.carried, self.initialised = carried, []
+
+
 @contextmanager
-def isolated_param_store():
+def isolated_param_store(copy: bool = False):
     """Run the block on a param store of its own (Pyro's ``ParamStoreDict.scope``), so
     module parameters are read from the modules, never taken from the global store by
     name, and nothing the block registers stays behind.  Bare ``pyro.param`` sites
-    (names without ``$$$``) have no module to live in: they are carried in."""
+    (names without ``$$$``) have no module to live in: they are carried in, as the same
+    tensors or, with ``copy``, as copies (for blocks that take gradients or train).
+    TraceGraph baselines are not carried: they belong to one loss run.
+
+    :returns: (as the ``with`` target) an :class:`IsolatedStore`.
+    """
     store = pyro.get_param_store()
     state = store.get_state()
-    bare = {"params": {k: v for k, v in state["params"].items() if _MODULE_NAMESPACE_DIVIDER not in k},
-            "constraints": {k: v for k, v in state["constraints"].items()
-                            if _MODULE_NAMESPACE_DIVIDER not in k}}
+    params = {k: v for k, v in state["params"].items() if _is_bare(k)}
+    if copy:
+        params = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in params.items()}
+    bare = {"params": params,
+            "constraints": {k: v for k, v in state["constraints"].items() if k in params}}
+    scope = IsolatedStore(frozenset(params))
     with store.scope(bare):
-        yield
+        try:
+            yield scope
+        finally:
+            scope.initialised = sorted(k for k in store.keys() if _is_bare(k) and k not in params)
+
+
+def take_ownership(names, guide_sites) -> frozenset:
+    """Before training a pair: remove from the global store its module entries among
+    ``names`` (the modules' own tensors are then registered) and the TraceGraph baselines
+    of its ``guide_sites``; leave its bare parameters and every other pair's.
+
+    :returns: the names of the parameters left that are not the pair's (the run must not
+        save or check them).
+    """
+    store = pyro.get_param_store()
+    baselines = {f"{BASELINE_PREFIX}_avg_downstream_cost_{site}" for site in guide_sites}
+    for name in list(store.keys()):
+        if name in names and not _is_bare(name) or name in baselines:
+            del store[name]
+    return frozenset(store.keys()) - set(names)
 
 
 def traced_params(model, guide, *args, **kwargs) -> dict:

@@ -1,8 +1,9 @@
 """Assertions for a user's own tests of a model/guide pair, in the style of ``numpy.testing``.
 
-* :func:`check_pair`: the structure the estimators need, found by tracing once,
+* :func:`check_pair`: the structure the estimators need, found by tracing the pair,
   before any training (Pyro's ``check_model_guide_match`` and ``check_site_shape``
-  plus what they do not check: supports, a data plate, local parameters).
+  plus what they do not check: supports, masks, a data plate and its scale, local
+  parameters, particles that mix at K > 1).
 * :func:`assert_bounds_ordered`: ELBO <= IWAE_K1 <= IWAE_K2 <= log p(x)
   (Burda, Grosse & Salakhutdinov 2016, Theorem 1), each within Monte Carlo error.
 * :func:`assert_gradients_agree`: two estimators of the same objective's gradient
@@ -21,6 +22,12 @@ so a correct estimator fails with probability at most ``false_alarm`` per call.
 Every tolerance also allows ``1e-5`` relative for float32 rounding, which is
 all that is left for quantities without spread (deterministic).  Failures raise ``AssertionError`` listing the
 estimates, their standard errors, and the tolerance used.
+
+Every function runs on a param store of its own (:func:`pyro_lvm.params.isolated_param_store`,
+copies of the bare ``pyro.param`` sites, the modules' own tensors) and each estimator's draws
+on one of their own, so no result depends on what ran before (a module registered under a
+name another one used, a TraceGraph baseline of another K) and the caller's store is left as
+it was.
 
 Every function checks its arguments at its door (model, guide, the data as
 :func:`~pyro_lvm.checks.check_model_data` takes them, counts, ``seed``, ``false_alarm``,
@@ -45,15 +52,18 @@ import torch
 from scipy import stats
 
 import pyro
+import pyro.distributions as dist
 from pyro import poutine
+from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
 from .checks import check_callable, check_model_data, check_positive, check_size, checked_values
 from .infer import IWAE, resolve_loss
-from .infer.importance import data_plate_name, plates_by_site
-from .params import traced_params
+from .infer.importance import data_plate_name, log_weights_from_traces, plates_by_site
+from .infer.structure import scale_problems, trace_pair
+from .params import isolated_param_store, traced_params
 
 __all__ = ["check_pair", "assert_bounds_ordered", "assert_gradients_agree", "assert_unbiased",
            "gradient_draws", "GradientDraws"]
@@ -83,91 +93,345 @@ def _check_pair_inputs(model, guide, data: tuple, kwargs: dict) -> tuple:
     return check_model_data(model, data, "data") if data else ()
 
 
-def _shape_problems(trace, who) -> list:
-    """Pyro's ``check_site_shape`` of every sample site of ``trace``, as problem lines."""
+def _shape_problems(trace, who, nesting=math.inf, enum_dims=frozenset()) -> list:
+    """Pyro's ``check_site_shape`` of every sample site of ``trace``, as problem lines; for
+    a model traced with enumeration, dims left of the ``nesting`` plates must be the
+    enumeration dims."""
     try:
         trace.compute_log_prob()
     except ValueError as error:
         return [f"{who}: {error}"]
     problems = []
     for site in trace.nodes.values():
-        if site["type"] == "sample":
-            try:
-                check_site_shape(site, max_plate_nesting=math.inf)
-            except ValueError as error:
-                problems.append(f"{who}: {error}")
+        if site["type"] != "sample":
+            continue
+        try:
+            check_site_shape(site, max_plate_nesting=nesting)
+        except ValueError as error:
+            problems.append(f"{who}: {error}")
+        left = [d for d in range(-site["log_prob"].dim(), -nesting)
+                if site["log_prob"].shape[d] != 1 and d not in enum_dims] if nesting < math.inf else []
+        if left:
+            problems.append(f"{who}: site '{site['name']}' has log_prob shape "
+                            f"{tuple(site['log_prob'].shape)} with dims {left} left of its "
+                            f"{nesting} plates that are not enumeration dims: declare them as "
+                            "plates or with .to_event()")
     return problems
 
 
-def check_pair(model, guide, *data, per_point: bool = False, **kwargs) -> None:
-    """Assert that ``model`` and ``guide`` (called with ``*data, **kwargs``) fit together.
+def _nesting(*traces) -> int:
+    """The plates used by the sample sites of ``traces``, as ``max_plate_nesting``."""
+    dims = [f.dim for t in traces for site in t.nodes.values() if site["type"] == "sample"
+            for f in site["cond_indep_stack"] if f.vectorized]
+    return -min(dims) if dims else 0
 
-    Runs the guide once and the model replayed against it, then reports every
-    problem found, one line each:
 
-    * Pyro's ``check_model_guide_match``: a model latent the guide does not sample,
-      a guide site the model lacks, plates in the guide but not the model,
-      disagreeing event dims or shapes;
-    * a guide site whose support differs from the model's (draws outside the model's
-      support give ``log p = -inf`` or NaN);
-    * Pyro's ``check_site_shape``: batch dims not declared by a plate or ``.to_event``;
-    * under a subsampled plate, a guide parameter with a dim of the full data size
-      that was not declared local (``pyro.param(..., event_dim=...)`` inside the plate),
-      so every minibatch would use the first rows;
-    * with ``per_point=True`` (per-point :func:`pyro_lvm.evaluate.log_likelihood`,
-      ``(N,)``): sites outside one common data plate.
-
-    :param data: a tensor ``(N, ...)``, several sharing N (e.g. ``x, mask``), or none.
-    :raises ValueError: ``model`` or ``guide`` not callable, bad data, ``per_point`` not a bool.
-    :raises AssertionError: listing the problems.
-    """
-    data = _check_pair_inputs(model, guide, data, kwargs)
-    if not isinstance(per_point, bool):
-        raise ValueError(f"per_point must be True or False, got {per_point!r}")
-    problems = []
+def _traces(model, guide, data, kwargs) -> tuple:
+    """``(model_trace, guide_trace, nesting, enum_dims)``: the guide once and the model replayed
+    against it; model latents the guide lacks that are marked for parallel enumeration are
+    enumerated (left of the plates), as ``TraceEnum_ELBO`` and the importance weights do."""
     try:
         with checked_values():
             guide_trace = poutine.trace(guide).get_trace(*data, **kwargs)
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
                 *data, **kwargs)
+            nesting = _nesting(model_trace, guide_trace)
+            if any(site["type"] == "sample" and not site["is_observed"] and name not in guide_trace
+                   and site["infer"].get("enumerate") == "parallel"
+                   for name, site in model_trace.nodes.items()):
+                enumerated = EnumMessenger(first_available_dim=-1 - nesting)(model)
+                model_trace = poutine.trace(poutine.replay(enumerated, trace=guide_trace)).get_trace(
+                    *data, **kwargs)
     except Exception as error:  # the user's code failed: report it as the one problem
         raise AssertionError(f"running the guide and model failed: {type(error).__name__}: "
                              f"{error}") from error
+    enum_dims = frozenset(site["infer"]["_enumerate_dim"] for site in model_trace.nodes.values()
+                          if site["type"] == "sample"
+                          and site["infer"].get("_enumerate_dim") is not None)
+    return model_trace, guide_trace, nesting, enum_dims
+
+
+def _match_problems(model_trace, guide_trace, nesting=math.inf) -> list:
+    """Pyro's ``check_model_guide_match``, its warnings included, as problem lines (shapes
+    compared within ``nesting`` plates when the model enumerates, as ``TraceEnum_ELBO`` does)."""
+    problems = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            check_model_guide_match(model_trace, guide_trace)
+            check_model_guide_match(model_trace, guide_trace, nesting)
         except (ValueError, NotImplementedError) as error:
             problems.append(str(error))
-    problems += [str(w.message) for w in caught]
+    return problems + [str(w.message) for w in caught]
 
+
+def _base(fn):
+    """``fn`` without its ``Independent``/``Masked``/``Expanded`` wrappers."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
+def _support_problems(model_trace, guide_trace) -> list:
+    """A guide site whose support differs from the model's: its draws may leave the model's
+    support.  A point mass (``dist.Delta``, ``AutoDelta``) has the real line as support
+    whatever its value; it is a problem only when its value lies outside the model's."""
+    problems = []
+    for name, site in guide_trace.nodes.items():
+        model_site = model_trace.nodes.get(name)
+        if site["type"] != "sample" or model_site is None or model_site["is_observed"]:
+            continue
+        model_fn, guide_fn = model_site["fn"], site["fn"]
+        if not (hasattr(model_fn, "support") and hasattr(guide_fn, "support")) or \
+                str(model_fn.support) == str(guide_fn.support):
+            continue
+        if isinstance(_base(guide_fn), dist.Delta):
+            if not bool(model_fn.support.check(site["value"]).all()):
+                problems.append(f"site '{name}': the guide's point mass lies outside the model's "
+                                f"support {model_fn.support}")
+            continue
+        problems.append(f"site '{name}': the guide's support {guide_fn.support} differs from "
+                        f"the model's {model_fn.support}")
+    return problems
+
+
+def _mask(site) -> torch.Tensor:
+    """The elements of a site that count: its ``poutine.mask`` and a masked distribution's."""
+    mask = torch.ones(site["fn"].batch_shape, dtype=torch.bool)
+    for m in (site["mask"], getattr(site["fn"], "_mask", None)):
+        if m is not None:
+            mask = mask & torch.as_tensor(m, dtype=torch.bool, device=mask.device).cpu()
+    return mask
+
+
+def _mask_problems(model_trace, guide_trace) -> list:
+    """A latent scored by the guide where the model masks it out (there it is observed,
+    e.g. by ``obs_mask``), or the other way round: ``log q`` and ``log p`` then count
+    different elements, and every bound is off (too high in the first case)."""
+    problems = []
+    for name, site in guide_trace.nodes.items():
+        model_site = model_trace.nodes.get(name)
+        if site["type"] != "sample" or model_site is None or model_site["is_observed"] or \
+                site_is_subsample(site) or (site["mask"] is None and model_site["mask"] is None
+                                            and not hasattr(site["fn"], "_mask")
+                                            and not hasattr(model_site["fn"], "_mask")):
+            continue
+        try:
+            q, p = torch.broadcast_tensors(_mask(site), _mask(model_site))
+        except RuntimeError:  # shapes disagree: Pyro's match check names it
+            continue
+        for count, where, other in ((int((q & ~p).sum()), "guide", "model"),
+                                    (int((p & ~q).sum()), "model", "guide")):
+            if count:
+                problems.append(
+                    f"site '{name}' is scored by the {where} on {count} element(s) where the "
+                    f"{other} masks it out (there it is observed, e.g. by obs_mask): log p and "
+                    f"log q count different elements, so every bound is wrong; mask the "
+                    f"{where}'s site the same way (poutine.mask(mask=...) or .mask(...))")
+    return problems
+
+
+def _local_param_problems(guide_trace, subsampled) -> list:
+    return [f"guide parameter '{name}' {tuple(site['value'].shape)} has a dim of the data "
+            f"size {size} but plate '{plate}' takes {batch} rows: declare it local with "
+            "pyro.param(..., event_dim=...) inside the plate"
+            for plate, (size, batch) in subsampled.items() if batch != size
+            for name, site in guide_trace.nodes.items()
+            if site["type"] == "param" and size in site["value"].shape]
+
+
+def _takes_num_data(fn) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "num_data" or p.kind == p.VAR_KEYWORD for p in parameters)
+
+
+def _scale_check(model, guide, data, kwargs, sizes) -> list:
+    """The data plate's scale (:func:`~pyro_lvm.infer.structure.scale_problems`) on a batch
+    of ``B < N`` rows called with ``num_data = N``, as :func:`~pyro_lvm.train.fit` calls a
+    pair that takes ``num_data``: the data given when they are fewer rows than a
+    ``num_data`` passed, else their first ``B`` rows (``B`` near N / 2, unlike the size of
+    every other plate, ``sizes``).  A guide that needs all rows (local parameters) is left
+    out; a model that fails on fewer rows is a problem."""
+    n = data[0].shape[0] if data else 0
+    num_data = kwargs.get("num_data") or n
+    if not data or not (kwargs.get("num_data") or _takes_num_data(model) and _takes_num_data(guide)):
+        return []
+    if n < num_data:
+        batch = n
+    else:
+        batch = next((b for b in [*range(n // 2, 0, -1), *range(n // 2 + 1, n)] if b not in sizes),
+                     None)
+        if batch is None:  # one row: no smaller batch
+            return []
+    rows, keywords = [t[:batch] for t in data], {**kwargs, "num_data": num_data}
+    try:
+        model_trace, guide_trace = trace_pair(model, guide, *rows, **keywords)
+    except Exception:  # a guide holding per-row parameters takes all rows: the model alone
+        try:
+            model_trace, guide_trace = trace_pair(model, lambda *a, **k: None, *rows, **keywords)
+        except Exception as error:
+            return [f"the model fails on a batch of {batch} of the {num_data} rows with "
+                    f"num_data={num_data} (as fit calls it with batch_size < N): "
+                    f"{type(error).__name__}: {error}"]
+    return scale_problems(model_trace, guide_trace, batch, num_data)
+
+
+def _per_particle(trace, num_plates, k) -> dict:
+    """``{site: (k,) tensor}``: each site's log-density summed per particle."""
+    out = {}
+    for site in trace.nodes.values():
+        if site["type"] == "sample":
+            lp = site["log_prob"]
+            if lp.dim() >= num_plates and lp.shape[lp.dim() - num_plates] == k:
+                lp = lp.movedim(lp.dim() - num_plates, 0).reshape(k, -1).sum(-1)
+            else:  # no particle dim: the same for every particle
+                lp = lp.sum().expand(k)
+            out[site["name"]] = lp.detach()
+    return out
+
+
+def _replayed_values(guide_trace, single_trace, k, j):
+    """A trace holding particle ``j`` of every guide site of the vectorised ``guide_trace``
+    in the shape that site has with one particle (``single_trace``), for ``poutine.replay``."""
+    replay = poutine.Trace()
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or name not in single_trace.nodes:
+            continue
+        value, shape = site["value"], single_trace.nodes[name]["value"].shape
+        if value.shape != shape:
+            if value.dim() == 0 or value.shape[0] != k or value[j].numel() != math.prod(shape):
+                raise ValueError(f"guide site '{name}' has a value of shape {tuple(value.shape)} "
+                                 f"with {k} particles, which is not {k} draws of its "
+                                 f"one-particle shape {tuple(shape)}")
+            value = value[j].reshape(shape)
+        replay.add_node(name, type="sample", value=value, is_observed=False, infer=site["infer"])
+    return replay
+
+
+def _particle_problems(model, guide, data, kwargs, guide_trace, k) -> list:
+    """The pair at ``k`` vectorised particles, as ``iwae``/``dreg``/``vimco`` and ``evaluate``
+    run it: the weights path's shape check (a dim left of the particle dim), then each
+    site's log-density at each particle against the same draw scored alone (K = 1, Pyro's
+    own shapes): a difference means the code mixes particles (indexing from the left)."""
+    loss = IWAE(num_particles=k)
+    try:
+        model_k, guide_k = loss.traces(model, guide, *data, **kwargs)
+        log_weights_from_traces(model_k, guide_k, loss.max_plate_nesting, particles=True)
+    except ValueError as error:
+        return [f"with K={k} vectorised particles: {error}"]
+    except Exception as error:
+        return [f"the pair fails with K={k} vectorised particles (the iwae/dreg/vimco losses, "
+                f"evaluate.log_likelihood and evaluate.elbo need them): "
+                f"{type(error).__name__}: {error}"]
+    single = IWAE(num_particles=1, max_plate_nesting=loss.max_plate_nesting - 1)
+    vectorised = {**_per_particle(model_k, loss.max_plate_nesting, k),
+                  **{f"{name} (guide)": v for name, v in
+                     _per_particle(guide_k, loss.max_plate_nesting, k).items()}}
+    alone = {name: [] for name in vectorised}
+    for j in range(k):
+        try:
+            replay = poutine.replay(guide, trace=_replayed_values(guide_k, guide_trace, k, j))
+            model_1, guide_1 = single.traces(model, replay, *data, **kwargs)
+        except Exception as error:
+            return [f"scoring particle {j} of K={k} alone failed: {type(error).__name__}: {error}"]
+        one = {**_per_particle(model_1, single.max_plate_nesting + 1, 1),
+               **{f"{name} (guide)": v for name, v in
+                  _per_particle(guide_1, single.max_plate_nesting + 1, 1).items()}}
+        for name in alone:
+            alone[name].append(one.get(name, torch.full((1,), math.nan)))
+    problems = []
+    for name, values in vectorised.items():
+        single_values = torch.cat(alone[name]).to(values)
+        if not torch.allclose(values, single_values, rtol=1e-4, atol=1e-3, equal_nan=True):
+            j = int((values - single_values).abs().nan_to_num(math.inf).argmax())
+            problems.append(
+                f"site '{name}': its log-density at particle {j} of K={k} vectorised particles is "
+                f"{float(values[j]):.6g} but {float(single_values[j]):.6g} for the same draw "
+                "scored alone: the code mixes particles (indexing from the left, z[0] or z[:, i], "
+                "or reshaping a latent); index from the right (z[..., i]) and broadcast")
+    return problems
+
+
+def check_pair(model, guide, *data, per_point: bool = False, num_particles: int = 3,
+               **kwargs) -> None:
+    """Assert that ``model`` and ``guide`` (called with ``*data, **kwargs``) fit together.
+
+    Runs the guide once and the model replayed against it (model latents the guide lacks
+    that are marked ``infer={"enumerate": "parallel"}``, e.g. by ``config_enumerate``,
+    enumerated as ``TraceEnum_ELBO`` and the importance weights sum them out), then the pair
+    at ``num_particles`` vectorised particles, in a param store of its own, and reports
+    every problem found, one line each:
+
+    * Pyro's ``check_model_guide_match``: a model latent the guide neither samples nor
+      enumerates, a guide site the model lacks (e.g. one the model observes), plates in
+      the guide but not the model, disagreeing event dims or shapes;
+    * a guide site whose support differs from the model's (draws outside the model's
+      support give ``log p = -inf`` or NaN); a point mass (``dist.Delta``, ``AutoDelta``)
+      only when its value lies outside the model's support;
+    * a latent scored by the guide where the model masks it out (observed there, as
+      ``obs_mask`` does for some rows), or the other way round;
+    * Pyro's ``check_site_shape``: batch dims not declared by a plate or ``.to_event``;
+    * under a subsampled plate, a guide parameter with a dim of the full data size
+      that was not declared local (``pyro.param(..., event_dim=...)`` inside the plate),
+      so every minibatch would use the first rows;
+    * for a pair taking ``num_data`` (as :func:`~pyro_lvm.train.fit` calls it): a data
+      plate that does not scale a batch of B < N rows by ``N / B``
+      (:func:`~pyro_lvm.infer.structure.scale_problems`);
+    * at K = ``num_particles``: a site whose log-density has a dim left of the particle dim,
+      or differs from the same draw scored alone (the code mixes particles);
+    * with ``per_point=True`` (per-point :func:`pyro_lvm.evaluate.log_likelihood`,
+      ``(N,)``): sites outside one common data plate.
+
+    :param data: a tensor ``(N, ...)``, several sharing N (e.g. ``x, mask``), or none.
+    :param int num_particles: K of the vectorised run; 1 leaves it out (for a pair meant only
+        for single-particle losses, e.g. one written for ``TraceEnum_ELBO`` that indexes
+        its latents from the left).
+    :raises ValueError: ``model`` or ``guide`` not callable, bad data, ``per_point`` not a
+        bool, ``num_particles`` not a positive integer.
+    :raises AssertionError: listing the problems.
+    """
+    data = _check_pair_inputs(model, guide, data, kwargs)
+    if not isinstance(per_point, bool):
+        raise ValueError(f"per_point must be True or False, got {per_point!r}")
+    num_particles = check_size("num_particles", num_particles)
+    with isolated_param_store(copy=True), checked_values():
+        problems = _pair_problems(model, guide, data, kwargs, per_point, num_particles)
+    if problems:
+        raise AssertionError(f"model/guide pair has {len(problems)} problem(s):\n  - "
+                             + "\n  - ".join(" ".join(p.split()) for p in problems))
+
+
+def _pair_problems(model, guide, data, kwargs, per_point, num_particles) -> list:
+    """Every problem :func:`check_pair` lists, in its order."""
+    model_trace, guide_trace, nesting, enum_dims = _traces(model, guide, data, kwargs)
+    problems = _match_problems(model_trace, guide_trace, nesting if enum_dims else math.inf)
+    missing = any(line.startswith("Found vars in model but not guide") for line in problems)
     subsampled = {s["name"]: (s["fn"].size, len(s["value"])) for s in guide_trace.nodes.values()
                   if site_is_subsample(s)}
+    sizes = {f.size for t in (model_trace, guide_trace) for site in t.nodes.values()
+             if site["type"] == "sample" for f in site["cond_indep_stack"]}
+    single_guide = guide_trace
     model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
-    for name, site in guide_trace.nodes.items():
-        if site["type"] != "sample" or name not in model_trace.nodes:
-            continue
-        model_fn, guide_fn = model_trace.nodes[name]["fn"], site["fn"]
-        if not model_trace.nodes[name]["is_observed"] and hasattr(model_fn, "support") and \
-                hasattr(guide_fn, "support") and str(model_fn.support) != str(guide_fn.support):
-            problems.append(f"site '{name}': the guide's support {guide_fn.support} differs from "
-                            f"the model's {model_fn.support}")
-    problems += _shape_problems(model_trace, "model") + _shape_problems(guide_trace, "guide")
-    problems += [f"guide parameter '{name}' {tuple(site['value'].shape)} has a dim of the data "
-                 f"size {size} but plate '{plate}' takes {batch} rows: declare it local with "
-                 "pyro.param(..., event_dim=...) inside the plate"
-                 for plate, (size, batch) in subsampled.items() if batch != size
-                 for name, site in guide_trace.nodes.items()
-                 if site["type"] == "param" and size in site["value"].shape]
+    problems += _support_problems(model_trace, guide_trace)
+    problems += _mask_problems(model_trace, guide_trace)
+    shapes = (_shape_problems(model_trace, "model", nesting, enum_dims) if enum_dims else
+              _shape_problems(model_trace, "model")) + _shape_problems(guide_trace, "guide")
+    problems += shapes
+    problems += _local_param_problems(guide_trace, subsampled)
     if per_point:
         sites = [s for t in (model_trace, guide_trace) for s in t.nodes.values()
                  if s["type"] == "sample"]
         if data_plate_name(sites) is None:
             problems.append("per-point estimates need every sample site in one common data "
                             f"plate; plates by site: {plates_by_site(sites)}")
-    if problems:
-        raise AssertionError(f"model/guide pair has {len(problems)} problem(s):\n  - "
-                             + "\n  - ".join(" ".join(p.split()) for p in problems))
+    problems += _scale_check(model, guide, data, kwargs, sizes - {data[0].shape[0] if data else 0})
+    # (Not with a latent drawn from the prior in the model, which differs at every run, nor
+    # with undeclared batch dims, which fail there again.)
+    if not missing and not shapes and num_particles > 1:
+        problems += _particle_problems(model, guide, data, kwargs, single_guide, num_particles)
+    return problems
 
 
 # --------------------------------------------------------------------------- Monte Carlo
@@ -227,8 +491,9 @@ def _mean_se(samples: torch.Tensor):
 
 def _values(loss, model, guide, data, kwargs, num_draws):
     """``num_draws`` values of the bound (``-loss``), nats; the first with Pyro's validation
-    as the caller set it, the rest without (it checks structure, not values, and is slow)."""
-    with torch.no_grad():
+    as the caller set it, the rest without (it checks structure, not values, and is slow).
+    A param store of its own: what one loss leaves there (baselines) never reaches another."""
+    with torch.no_grad(), isolated_param_store(copy=True):
         values = [-float(loss.loss(model, guide, *data, **kwargs))]
         with pyro.validation_enabled(False):
             values += [-float(loss.loss(model, guide, *data, **kwargs)) for _ in range(num_draws - 1)]
@@ -242,8 +507,16 @@ def _param_values(model, guide, data, kwargs) -> dict:
 
 
 def _draws(loss, model, guide, data, kwargs, num_draws, names) -> GradientDraws:
-    """:class:`GradientDraws` of the registered parameters ``names``: each draw one
-    ``loss.loss_and_grads``, as SVI takes it; Pyro's validation as in :func:`_values`."""
+    """:class:`GradientDraws` of the parameters ``names``: each draw one
+    ``loss.loss_and_grads``, as SVI takes it; Pyro's validation as in :func:`_values`.
+    A param store of its own (copies of the bare parameters, the modules' own tensors),
+    registered afresh: one loss's baselines never reach another's draws."""
+    with isolated_param_store(copy=True):
+        _param_values(model, guide, data, kwargs)
+        return _draws_here(loss, model, guide, data, kwargs, num_draws, names)
+
+
+def _draws_here(loss, model, guide, data, kwargs, num_draws, names) -> GradientDraws:
     store = pyro.get_param_store()
     params = [store.get_param(n).unconstrained() for n in names]
     values, grads = [], []
@@ -288,7 +561,7 @@ def gradient_draws(loss, model, guide, *data, num_draws: int = 100, names=None,
     loss, guide = resolve_loss(loss, num_particles, check_callable("guide", guide))
     data = _check_pair_inputs(model, guide, data, kwargs)
     num_draws = check_size("num_draws", num_draws)
-    with checked_values():
+    with isolated_param_store(copy=True), checked_values():
         params = _param_values(model, guide, data, kwargs)
         names = sorted(params) if names is None else _check_names("names", names, params)
         return _draws(loss, model, guide, data, kwargs, num_draws, names)
@@ -365,7 +638,7 @@ def assert_bounds_ordered(model, guide, *data, losses=("elbo", "iwae"), num_part
         exact = _check_exact("log_likelihood", log_likelihood).sum()
     pyro.set_rng_seed(seed)
     chain, links = [], []
-    with checked_values():
+    with isolated_param_store(copy=True), checked_values():
         for runs in plan:
             start = len(chain)
             chain += [(label, _mean_se(_values(loss, model, g, data, kwargs, num_draws)))
@@ -424,7 +697,7 @@ def assert_gradients_agree(model, guide, *data, losses=("elbo", "tracegraph"), n
              *resolve_loss(entry, num_particles, guide, name=f"losses[{i}]"))
             for i, entry in enumerate(losses)]
     results = []
-    with checked_values():
+    with isolated_param_store(copy=True), checked_values():
         names = sorted(_param_values(model, guide, data, kwargs))
         for i, (label, loss, g) in enumerate(runs):
             pyro.set_rng_seed(seed + 7919 * i)  # independent draws for each estimator
@@ -474,7 +747,7 @@ def assert_unbiased(model, guide, *data, loss, exact_value=None, exact_grad=None
     if exact_grad is not None and not isinstance(exact_grad, dict):
         raise ValueError(f"exact_grad must be a dict {{param name: tensor}}, got "
                          f"{type(exact_grad).__name__}")
-    with checked_values():
+    with isolated_param_store(copy=True), checked_values():
         params = _param_values(model, g, data, kwargs)
         names = _check_names("exact_grad", exact_grad, params) if exact_grad else []
         for n in names:

@@ -8,7 +8,11 @@ scales its likelihood by ``N / B`` and every loss is an estimate for the whole d
 How :func:`fit` runs.  Its door checks every argument, and the data (values included) against
 what the model declares it takes (:func:`~pyro_lvm.checks.check_model_inputs`); a ``transform``
 draws each batch's first tensor anew from such data (dynamic binarization of grey levels in
-[0, 1]), so the door checks the data as given, whatever the transform.  The epochs run inside
+[0, 1]), so the door checks the data as given, whatever the transform.  Then one trace of the
+first batch, in a param store of its own, checks the pair: every model latent sampled by the
+guide (or enumerated, for a loss that sums it out) and, when batches are smaller than N, a data
+plate that scales by ``N / B`` (:mod:`pyro_lvm.infer.structure`).  The pair's stale module
+entries and baselines are removed from Pyro's store, nothing else (:mod:`pyro_lvm.params`).  The epochs run inside
 :func:`~pyro_lvm.checks.checked_values`: model and guide bodies check only shapes per step.
 Each epoch draws a fresh permutation of the N rows on the data's device and takes
 ``N // batch_size`` SVI steps on batches of ``batch_size`` rows (the incomplete last batch is
@@ -26,6 +30,7 @@ checkpoint, and rank ``r`` seeds ``seed + r``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -38,15 +43,16 @@ from tqdm.auto import tqdm
 
 import pyro
 import pyro.optim
-from pyro.infer import SVI
+from pyro.infer import SVI, TraceEnum_ELBO
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from . import distributed
 from .checkpoint import check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .checks import (check_callable, check_model_inputs, check_positive, check_size, check_tensors,
                      checked_values)
-from .infer import make_loss
-from .params import traced_params
+from .infer import ImportanceWeightedLoss, make_loss
+from .infer.structure import missing_latents, scale_problems, trace_pair
+from .params import isolated_param_store, take_ownership, traced_params
 
 __all__ = ["History", "decaying_adam", "fit"]
 
@@ -95,8 +101,50 @@ def _check_arguments(model, guide, data, loss, num_particles, optim, lr, num_epo
         raise ValueError(f"config must be a dict of the run's settings, got {type(config).__name__}")
     sizes = (check_size("num_particles", num_particles), check_size("num_epochs", num_epochs, 0),
              check_size("batch_size", batch_size))
+    for name, fn in (("model", model), ("guide", guide)):
+        _check_takes_num_data(name, fn)
     check_model_inputs(model, tensors)
     return (tensors, *sizes)
+
+
+def _check_takes_num_data(name, fn) -> None:
+    """fit calls ``fn(*batch, num_data=N)``: refuse a callable that cannot take the keyword."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or wrapper without a signature: Python will tell
+        return
+    if not any(p.name == "num_data" and p.kind != p.POSITIONAL_ONLY or p.kind == p.VAR_KEYWORD
+               for p in parameters):
+        raise ValueError(f"{name} must take the keyword num_data (fit calls it as "
+                         f"{name}(*batch, num_data=N), N the data set size, so that its data plate "
+                         f"scales each minibatch to the whole data set); "
+                         f"{getattr(fn, '__qualname__', type(fn).__name__)} does not")
+
+
+def _check_pair(model, guide, run: "_Run", loss_fn) -> tuple:
+    """fit's door, on the pair itself: one trace of the first batch (``num_data = N``), in a
+    param store of its own, refusing a model latent the guide does not sample and the loss
+    does not enumerate (Pyro only warns) and, when batches are smaller than N, a data plate
+    that ignores ``num_data`` (:mod:`pyro_lvm.infer.structure`); a model or guide without
+    the keyword ``num_data`` is refused before (:func:`_check_takes_num_data`).
+
+    :returns: ``(param_names, guide_site_names)`` of the pair, for :func:`take_ownership`.
+    :raises ValueError: listing every problem found.
+    """
+    with torch.no_grad():
+        batch = run.batch(slice(0, run.batch_size))
+    with isolated_param_store(), checked_values():
+        model_trace, guide_trace = trace_pair(model, guide, *batch, num_data=run.num_data)
+    enumerates = isinstance(loss_fn, (TraceEnum_ELBO, ImportanceWeightedLoss))
+    problems = missing_latents(model_trace, guide_trace, enumerates)
+    if run.batch_size < run.num_data:
+        problems += scale_problems(model_trace, guide_trace, run.batch_size, run.num_data)
+    if problems:
+        raise ValueError(f"the model/guide pair cannot be trained as it is ({len(problems)} "
+                         "problem(s)):\n  - " + "\n  - ".join(problems))
+    params = {name for trace in (model_trace, guide_trace) for name, site in trace.nodes.items()
+              if site["type"] == "param"}
+    return params, {name for name, site in guide_trace.nodes.items() if site["type"] == "sample"}
 
 
 @dataclass
@@ -116,6 +164,12 @@ class _Run:
     num_epochs: int
     history: History = field(default_factory=History)
     saved_epoch: int | None = None  # the epoch the checkpoint holds
+    foreign: frozenset = frozenset()  # other pairs' parameters in the store: not this run's
+
+    def params(self) -> dict:
+        """``{name: unconstrained tensor}`` of this run's parameters in Pyro's store."""
+        return {name: p for name, p in pyro.get_param_store().named_parameters()
+                if name not in self.foreign}
 
     @property
     def num_data(self) -> int:
@@ -154,8 +208,10 @@ def _resume(run: _Run, model, guide) -> int:
     batch = run.batch(slice(0, run.batch_size))
     check_resumable(state, run.checkpoint, run.config,
                     _registered_shapes(model, guide, batch, run.num_data))
-    pyro.clear_param_store()
-    pyro.get_param_store().set_state(state["param_store"])
+    store = pyro.get_param_store()
+    for name in run.params():  # this run's parameters become the checkpoint's; others stay
+        del store[name]
+    store.set_state(state["param_store"])
     _registered_shapes(model, guide, batch, run.num_data)  # the modules take the saved weights
     run.optim.set_state(state["optim"])
     run.history, run.saved_epoch = History(**state["history"]), state["epoch"]
@@ -163,9 +219,9 @@ def _resume(run: _Run, model, guide) -> int:
     return state["epoch"]
 
 
-def _check_finite_parameters(epoch: int, note: str) -> None:
-    """One host sync: are all parameters in the store finite after ``epoch``?"""
-    params = dict(pyro.get_param_store().named_parameters())
+def _check_finite_parameters(run: _Run, epoch: int) -> None:
+    """One host sync: are all of this run's parameters finite after ``epoch``?"""
+    params = run.params()
     if not params:
         return
     device = next(iter(params.values())).device
@@ -174,7 +230,7 @@ def _check_finite_parameters(epoch: int, note: str) -> None:
     bad = [name for name, p in params.items() if not torch.isfinite(p).all()]
     raise FloatingPointError(
         f"parameters became NaN/inf in epoch {epoch}: {bad}; training stopped and nothing was "
-        f"saved for epoch {epoch}. {note} A smaller step size (lr) usually helps.")
+        f"saved for epoch {epoch}. {run.checkpoint_note()} A smaller step size (lr) usually helps.")
 
 
 def _epoch(run: _Run, epoch: int) -> None:
@@ -210,7 +266,7 @@ def _end_epoch(run: _Run, epoch: int, loss: float, seconds: float) -> None:
     history.epoch.append(epoch)
     history.loss.append(loss)
     history.seconds.append(seconds)
-    _check_finite_parameters(epoch, run.checkpoint_note())  # before callback and saving
+    _check_finite_parameters(run, epoch)  # before callback and saving
     history.metrics.append((run.callback(epoch, history) if run.callback else None) or {})
     if isinstance(run.optim, PyroLRScheduler):
         run.optim.step()
@@ -230,7 +286,7 @@ def _save(run: _Run, epoch: int) -> None:
     if ctx.is_main:
         save_checkpoint(run.checkpoint, {
             "epoch": epoch,
-            "param_store": pyro.get_param_store().get_state(),
+            "param_store": _own_state(run),
             "optim": run.optim.get_state(),
             "history": asdict(run.history),
             "rng": rng_state(device),
@@ -238,6 +294,13 @@ def _save(run: _Run, epoch: int) -> None:
             **({"rng_per_rank": rngs} if rngs else {}),
         })
     run.saved_epoch = epoch  # on every rank: rank 0 wrote it
+
+
+def _own_state(run: _Run) -> dict:
+    """The param store's state restricted to this run's parameters."""
+    state = pyro.get_param_store().get_state()
+    return {key: {k: v for k, v in entries.items() if k not in run.foreign}
+            for key, entries in state.items()}
 
 
 def decaying_adam(lr: float, lr_final: float, num_epochs: int) -> PyroLRScheduler:
@@ -262,8 +325,8 @@ def fit(model, guide, data, *, loss="elbo", num_particles: int = 1,
         resume: bool = False, config: dict | None = None, callback=None,
         progress: bool = True) -> History:
     """Train ``model``/``guide`` by SVI over minibatches of ``data``, epoch by epoch as the
-    module docstring says.  Pyro's param store is cleared first, so training starts from the
-    parameters held by the model's and guide's modules (or from the checkpoint).
+    module docstring says, from the parameters the pair holds (or the checkpoint's), leaving
+    other pairs' parameters as they are (:mod:`pyro_lvm.params` states the design).
 
     :param model, guide: Pyro callables taking ``(*batch, num_data=N)``.
     :param data: a tensor ``(N, ...)`` or a tuple of tensors sharing N, that the model takes.
@@ -274,8 +337,9 @@ def fit(model, guide, data, *, loss="elbo", num_particles: int = 1,
     :param float lr: the default optimizer's step size.
     :param int num_epochs: epochs in all, resumed ones included.
     :param int batch_size: rows per step (under ``torchrun``, the global batch).
-    :param transform: applied to the first data tensor of each batch (e.g.
-        :func:`pyro_lvm.data.binarize` for dynamic binarization).
+    :param transform: applied to the **first** data tensor of each batch only (e.g.
+        :func:`pyro_lvm.data.binarize` of ``x`` in ``(x, labels)``); the others are passed as
+        they are (transform those once before ``fit``, or inside the model).
     :param seed: ``pyro.set_rng_seed(seed + rank)`` before training (None: leave the RNG).
     :param checkpoint: a path; after each epoch the parameters, optimizer state, epoch,
         history and RNG state are written there atomically (:mod:`pyro_lvm.checkpoint`).
@@ -286,9 +350,9 @@ def fit(model, guide, data, *, loss="elbo", num_particles: int = 1,
         dict (e.g. test ELBO) is stored in ``history.metrics``.
     :param bool progress: show a tqdm bar with the running loss in nats per point.
     :returns: the :class:`History` of all epochs, resumed ones included.
-    :raises ValueError: a bad argument (the message names it) or data the model does not
-        take; on ``resume``, a damaged checkpoint or one made by another run (every
-        difference listed: :func:`~pyro_lvm.checkpoint.check_resumable`); under ``torchrun``,
+    :raises ValueError: a bad argument (named), data the model does not take, a pair that
+        would train silently wrong (:func:`_check_pair`); on ``resume``, a damaged checkpoint
+        or another run's (:func:`~pyro_lvm.checkpoint.check_resumable`); under ``torchrun``,
         what cannot be split (:meth:`~pyro_lvm.distributed.Context.check_split`).
     :raises FileNotFoundError: ``resume`` without a checkpoint file.
     :raises RuntimeError: under ``torchrun``, this process lost contact with the others.
@@ -307,9 +371,9 @@ def fit(model, guide, data, *, loss="elbo", num_particles: int = 1,
     ctx.check_split(guide, batch_size)
     run = _Run(ctx.svi(model, guide, optim, loss_fn), optim, tensors, transform, batch_size, ctx,
                checkpoint, config, callback, progress and ctx.is_main, num_epochs)
+    run.foreign = take_ownership(*_check_pair(model, guide, run, loss_fn))  # draws: before seed
     if seed is not None:
         pyro.set_rng_seed(seed + ctx.rank)  # each rank its own noise; rank 0 as one process
-    pyro.clear_param_store()
     with checked_values():  # the door checked the data: bodies check shapes only
         start = _resume(run, model, guide) if resume else 0
         for epoch in range(start + 1, num_epochs + 1):

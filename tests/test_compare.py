@@ -49,6 +49,58 @@ def labelled_guide(x, labels, num_data=None):
         pyro.sample("z", dist.Normal(pyro.param("a", torch.tensor(0.3)) * (x - labels), 0.8))
 
 
+class NamedNet:
+    """q(z_n) = N(net(x_n), 0.8), registered as Pyro's tutorials do: pyro.module("net", ...)."""
+
+    def __init__(self, seed):
+        torch.manual_seed(seed)
+        self.net = torch.nn.Linear(1, 1)
+
+    def guide(self, x, num_data=None):
+        pyro.module("net", self.net)
+        with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+            pyro.sample("z", dist.Normal(self.net(x[:, None])[:, 0], 0.8))
+
+
+def named_model(x, num_data=None):
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def _rows(net):
+    return compare_losses(named_model, net.guide, X8, ["elbo", "tracegraph"], num_draws=4,
+                          timing_steps=1, train_steps=2, lr=0.05, test_data=X8, eval_samples=5)
+
+
+X8 = torch.linspace(-2, 2, 8)
+
+
+@pytest.mark.parametrize("order", ["fresh first", "trained first"])
+def test_compare_losses_measures_a_fixed_name_module_itself_and_leaves_the_store(order):
+    # Before: on the global store a fresh module got the weights (and so the gradients) of
+    # one trained before under the same pyro.module name.
+    trained, fresh = NamedNet(1), NamedNet(2)
+    start = [p.detach().clone() for p in fresh.net.parameters()]
+    if order == "fresh first":
+        expected = _rows(fresh)
+    svi = pyro.infer.SVI(named_model, trained.guide, pyro.optim.Adam({"lr": 0.1}),
+                         pyro.infer.Trace_ELBO())
+    for _ in range(5):
+        svi.step(X8)
+    store = pyro.get_param_store()
+    before = {name: store._params[name] for name in store.keys()}
+    rows = _rows(fresh)
+    assert {name: store._params[name] for name in store.keys()} == before
+    assert all(torch.equal(p, p0) for p, p0 in zip(fresh.net.parameters(), start))
+    if order == "trained first":
+        pyro.clear_param_store()
+        expected = _rows(fresh)
+    for row, want in zip(rows, expected):
+        for key in ("bound", "guide_variance", "test_log_likelihood"):
+            assert row[key] == want[key], (row["loss"], key)
+
+
 def test_compare_losses_takes_integer_labels_as_fit_and_evaluate_do():
     # Before: every data tensor had to be floating (check_data), so (x, labels) was refused.
     x, labels = torch.linspace(-2, 2, 8), torch.arange(8) % 2

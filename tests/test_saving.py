@@ -119,3 +119,35 @@ def test_dlgm_round_trip(tmp_path):
     before = evaluate.elbo(dlgm.model, dlgm.guide, x)
     pyro.set_rng_seed(3)
     assert torch.equal(before, evaluate.elbo(loaded.model, loaded.guide, x))
+
+
+class FactorModel(Saveable):
+    """A user's own model class, outside pyro_lvm (as in the README)."""
+
+    def __init__(self, x_dim, z_dim, activation=torch.nn.Tanh):
+        super().__init__()
+        self.W = torch.nn.Parameter(torch.randn(x_dim, z_dim))
+        self.act = activation()
+
+
+class Impostor(Saveable):
+    def __init__(self, x_dim, z_dim, activation=torch.nn.Tanh):
+        super().__init__()
+        self.W = torch.nn.Parameter(torch.randn(x_dim, z_dim))
+
+
+def test_a_users_own_class_loads_by_the_call_on_that_class_only(tmp_path):
+    # Before: FactorModel.load(path) refused the file ("outside ('pyro_lvm.', 'torch.')").
+    model = FactorModel(5, 2, activation=torch.nn.ReLU)
+    model.save(tmp_path / "factor.pt")
+    loaded = FactorModel.load(tmp_path / "factor.pt")
+    assert type(loaded) is FactorModel and isinstance(loaded.act, torch.nn.ReLU)
+    assert torch.equal(loaded.W, model.W)
+    # Only the class the call is made on: any other class the file names stays refused.
+    for loader in (Saveable.load, VAE.load, Impostor.load):
+        with pytest.raises(ValueError, match=r"names model class '.*FactorModel', outside "
+                                             r"\('pyro_lvm.', 'torch.'\); refused \(a class of "
+                                             r"your own loads as FactorModel.load\(path\)"):
+            loader(tmp_path / "factor.pt")
+    raw = torch.load(tmp_path / "factor.pt", weights_only=True)  # still tensors and strings only
+    assert raw["model"]["class"].endswith("FactorModel")

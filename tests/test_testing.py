@@ -8,9 +8,13 @@ import torch
 
 import pyro
 import pyro.distributions as dist
-from pyro.infer import Trace_ELBO
+from pyro import poutine
+from pyro.distributions import constraints
+from pyro.infer import Trace_ELBO, config_enumerate
+from pyro.infer.autoguide import AutoDelta
+from pyro.ops.indexing import Vindex
 
-from pyro_lvm import testing
+from pyro_lvm import testing, train
 from pyro_lvm.infer import IWAE, VIMCO, log_mean_exp, score_function_guide
 
 from helpers import digits, fitted_ppca, imperfect_guide
@@ -105,6 +109,169 @@ def test_check_pair_passes_on_library_pairs_and_lists_every_problem():
         testing.check_pair(global_model, global_guide, X, per_point=True)
 
 
+# --- check_pair on a user's own pairs: each mistake named, each valid idiom passes --------
+
+_g = torch.Generator().manual_seed(0)
+FEATURES = torch.randn(30, 3, generator=_g)
+TARGETS = FEATURES @ torch.tensor([1.0, -2.0, 0.5]) + torch.randn(30, generator=_g)
+
+
+def regression(x, y, unsqueeze=False):
+    """Bayesian linear regression, w ~ N(0, I), y_n ~ N(x_n . w, 1)."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    with pyro.plate("data", len(y)):
+        mean = (x * (w.unsqueeze(-2) if unsqueeze else w)).sum(-1)  # the mistake: (K, 1, 1, 3)
+        pyro.sample("y", dist.Normal(mean, 1.0), obs=y)
+
+
+def regression_guide(x, y, unsqueeze=False):
+    pyro.sample("w", dist.Normal(pyro.param("w_loc", torch.zeros(3)), 0.3).to_event(1))
+
+
+def local_model(x, left=False, num_data=None):
+    """z_n ~ N(0, 1) as a (B, 1) latent, x_n ~ N(z_n, 1)."""
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 1), 1.0).to_event(1))
+        # the mistake: z[:, 0] is (B,) with one particle but (K, 1), point 0's z, with K
+        pyro.sample("x", dist.Normal(z[:, 0] if left else z[..., 0], 1.0), obs=x)
+
+
+def local_guide(x, left=False, num_data=None):
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        pyro.sample("z", dist.Normal(0.5 * x[:, None], 0.8).to_event(1))
+
+
+def unscaled_model(x, num_data=None):
+    with pyro.plate("data", len(x)):  # the mistake: takes num_data but ignores it
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def scaled_guide(x, num_data=None):
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        pyro.sample("z", dist.Normal(0.5 * x, 0.8))
+
+
+# M2 (Kingma et al. 2014) on rows of which some are labelled: y observed there (obs_mask),
+# latent elsewhere; the guide's q(y | x) must be scored on the unlabelled rows only.
+LABELS = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
+LABELLED = torch.tensor([True, True, False, False, True, False, True, False])
+POINTS = torch.tensor([-1.0, 2.0, 1.5, -0.5, 1.0, -2.0, 0.0, 3.0])
+
+
+def m2_model(x, labels, labelled):
+    with pyro.plate("data", len(x)):
+        y = pyro.sample("y", dist.Categorical(torch.tensor([0.5, 0.5])), obs=labels,
+                        obs_mask=labelled)
+        pyro.sample("x", dist.Normal(2.0 * y - 1.0, 1.0), obs=x)
+
+
+def m2_guide(x, labels, labelled, masked=True):
+    probs = torch.stack([torch.sigmoid(-x), torch.sigmoid(x)], -1)
+    with pyro.plate("data", len(x)), poutine.mask(mask=~labelled if masked else True):
+        pyro.sample("y_unobserved", dist.Categorical(probs))
+
+
+def m2_unmasked_guide(x, labels, labelled):  # the mistake: q(y | x) on every row
+    m2_guide(x, labels, labelled, masked=False)
+
+
+MISTAKES = {
+    "a global latent unsqueezed from the left": (
+        lambda: testing.check_pair(regression, regression_guide, FEATURES, TARGETS, unsqueeze=True),
+        r"site 'y' has a log-density of shape \(3, 3, 30\) with 3 particles, expected \(3, 30\)"),
+    "a local latent indexed from the left": (
+        lambda: testing.check_pair(local_model, local_guide, X.float(), left=True),
+        r"site 'x': its log-density at particle \d of K=3 vectorised particles is .* for the same "
+        r"draw scored alone: the code mixes particles"),
+    "a data plate that ignores num_data": (
+        lambda: testing.check_pair(unscaled_model, scaled_guide, X),
+        r"model site 'x' carries scale 1 on a batch of 6 rows with num_data=12, expected "
+        r"num_data / batch = 2: the model ignores num_data"),
+    "a guide scoring labels the model observes": (
+        lambda: testing.check_pair(m2_model, m2_unmasked_guide, POINTS, LABELS, LABELLED),
+        r"site 'y_unobserved' is scored by the guide on 4 element\(s\) where the model masks it "
+        r"out \(there it is observed"),
+    "a latent missing from the guide": (
+        lambda: testing.check_pair(unscaled_model, lambda x, num_data=None: None, X),
+        r"Found vars in model but not guide: \{'z'\}"),
+    "a guide sampling what the model observes": (
+        lambda: testing.check_pair(model, lambda x: guide(x) or pyro.sample(
+            "x", dist.Normal(torch.zeros_like(x), 1.0).to_event(1)), X),
+        r"guide but not model.*\{'x'\}"),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_check_pair_names_each_mistake_of_a_user_pair(mistake):
+    call, message = MISTAKES[mistake]
+    with pytest.raises(AssertionError, match=message):
+        call()
+
+
+def test_the_same_pairs_written_correctly_pass_check_pair():
+    testing.check_pair(regression, regression_guide, FEATURES, TARGETS)
+    testing.check_pair(local_model, local_guide, X.float())
+    testing.check_pair(m2_model, m2_guide, POINTS, LABELS, LABELLED)
+    # With num_data given and fewer rows, the rows given are the batch: the scale is 12 / 4.
+    testing.check_pair(local_model, local_guide, X.float()[:4], num_data=12)
+    with pytest.raises(AssertionError, match="scale 1 on a batch of 4 rows with num_data=12"):
+        testing.check_pair(unscaled_model, scaled_guide, X[:4], num_data=12)
+    # A pair for single-particle losses only may leave the vectorised run out.
+    testing.check_pair(local_model, local_guide, X.float(), left=True, num_particles=1)
+
+
+def _tutorial_mixture(data, num_data=None):
+    """Pyro's GMM tutorial model, written to broadcast over particles (component means as one
+    vector-valued site, picked with Vindex from the right)."""
+    weights = pyro.sample("weights", dist.Dirichlet(0.5 * torch.ones(2)))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 2.0))
+    locs = pyro.sample("locs", dist.Normal(0.0, 10.0).expand([2]).to_event(1))
+    with pyro.plate("data", num_data or len(data), subsample=torch.arange(len(data))):
+        assignment = pyro.sample("assignment", dist.Categorical(weights))
+        pyro.sample("obs", dist.Normal(Vindex(locs)[..., assignment], scale), obs=data)
+
+
+def test_check_pair_reports_no_problem_on_valid_pyro_idioms():
+    data = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0])
+    mixture = config_enumerate(_tutorial_mixture)  # assignments enumerated in the model
+    testing.check_pair(mixture, AutoDelta(poutine.block(mixture, hide=["assignment"])), data)
+
+    def positive_model(x):  # a point mass for a constrained prior, written by hand
+        s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(0.0, s), obs=x)
+
+    def point_guide(x):
+        pyro.sample("s", dist.Delta(pyro.param("s_map", torch.tensor(1.0),
+                                               constraint=constraints.positive)))
+
+    testing.check_pair(positive_model, point_guide, X)
+
+    def negative_guide(x):
+        pyro.sample("s", dist.Delta(torch.tensor(-1.0, dtype=x.dtype)))
+
+    with pyro.validation_enabled(False), pytest.raises(  # (validation: Normal's scale refused)
+            AssertionError, match="site 's': the guide's point mass lies outside the model's "
+                                  r"support GreaterThan\(lower_bound=0.0\)"):
+        testing.check_pair(positive_model, negative_guide, X)
+
+    def masked_model(x, mask):  # pixels latent where mask is False (obs_mask), in two plates
+        with pyro.plate("data", len(x), dim=-2):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 1), 1.0))
+            with pyro.plate("features", x.shape[1], dim=-1):
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x, obs_mask=mask)
+
+    def masked_guide(x, mask):
+        with pyro.plate("data", len(x), dim=-2):
+            z = pyro.sample("z", dist.Normal(x.mean(-1, keepdim=True), 1.0))
+            with pyro.plate("features", x.shape[1], dim=-1), poutine.mask(mask=~mask):
+                pyro.sample("x_unobserved", dist.Normal(z.expand(z.shape[:-1] + x.shape[-1:]), 1.0))
+
+    pixels = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
+    testing.check_pair(masked_model, masked_guide, pixels, pixels > 0)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bounds_ordered_passes_for_the_library_estimators(seed):
     bounds = testing.assert_bounds_ordered(model, guide, X, losses=("elbo", "iwae", "dreg", "vimco"),
@@ -176,6 +343,93 @@ def test_gradient_draws_average_to_the_exact_gradient_and_leave_no_grad_behind()
     assert all(store.get_param(n).unconstrained().grad is None for n in store.keys())
     only_a = testing.gradient_draws("elbo", model, guide, X, num_draws=3, names=["a"])
     assert list(only_a.grads) == ["a"]
+
+
+# --- parameter ownership: every assertion on a store of its own ----------------------------
+
+class NetGuide:
+    """q(z_n) = N(net(x_n), 1), registered the way Pyro's tutorials do: pyro.module under a
+    fixed name (so two instances share a name in the store)."""
+
+    def __init__(self, seed):
+        torch.manual_seed(seed)
+        self.net = torch.nn.Linear(1, 1).double()
+
+    def guide(self, x):
+        pyro.module("net", self.net)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(self.net(x[:, None])[:, 0], 1.0))
+
+
+def _store():
+    store = pyro.get_param_store()
+    return {name: store._params[name] for name in store.keys()}
+
+
+def _draws(guide_fn, **kwargs):
+    pyro.set_rng_seed(4)
+    return testing.gradient_draws("elbo", model, guide_fn, X, num_draws=5, **kwargs).grads
+
+
+@pytest.mark.parametrize("order", ["fresh model first", "trained model first"])
+def test_assertions_read_a_fixed_name_module_from_itself_not_from_the_store(order):
+    # Before: a fresh module with the name of one trained before got the trained one's
+    # weights in the global store (its gradients came out zero or the old module's).
+    trained, fresh = NetGuide(1), NetGuide(2)
+    if order == "fresh model first":
+        expected = _draws(fresh.guide)
+    pyro.get_param_store().clear()
+    svi = pyro.infer.SVI(model, trained.guide, pyro.optim.Adam({"lr": 0.1}), Trace_ELBO())
+    for _ in range(3):
+        svi.step(X)
+    before = _store()
+    got = _draws(fresh.guide)
+    assert _store() == before  # nothing added, removed or replaced in the caller's store
+    if order == "trained model first":
+        pyro.get_param_store().clear()
+        expected = _draws(fresh.guide)
+        assert _store() == {}
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    before = _store()
+    testing.assert_gradients_agree(model, fresh.guide, X, losses=("elbo", "iwae"), num_draws=DRAWS)
+    assert _store() == before
+
+
+@pytest.mark.parametrize("order", ["empty store first", "trained value first"])
+def test_assertions_take_bare_parameters_at_their_stored_values_and_leave_them(order):
+    a, s = torch.tensor(0.6, dtype=torch.float64), torch.tensor(0.8, dtype=torch.float64)
+    if order == "empty store first":
+        testing.gradient_draws("elbo", model, guide, X, num_draws=3)
+        assert _store() == {}  # its initial values did not stay behind
+    pyro.param("a", a.clone())
+    pyro.param("s", s.clone(), constraint=constraints.positive)
+    before = {name: value.detach().clone() for name, value in _store().items()}
+    exact = -exact_elbo(a, s).item()
+    testing.assert_unbiased(model, guide, X, loss="elbo", exact_value=-exact, num_draws=DRAWS)
+    for name, value in _store().items():  # the very tensors, unchanged and without gradients
+        assert torch.equal(value, before[name]) and value.grad is None, name
+    if order == "trained value first":
+        pyro.clear_param_store()
+        testing.gradient_draws("elbo", model, guide, X, num_draws=3)
+        assert _store() == {}
+
+
+@pytest.mark.parametrize("ks", [(1, 5), (5, 1)], ids=["K=1 then K=5", "K=5 then K=1"])
+def test_tracegraph_baselines_of_one_call_never_reach_the_next(ks):
+    # Before: "Expected baseline at site z to be (5, 12) instead got (12,)" in the second
+    # call, from the baseline the first left in the global store.
+    sf_guide = score_function_guide(guide)
+    for k in ks:
+        testing.assert_gradients_agree(model, sf_guide, X, losses=("tracegraph", "tracegraph"),
+                                       num_particles=k, num_draws=DRAWS)
+        assert not any(name.startswith("__baseline") for name in _store())
+    # A baseline a user's own training left in the store is not carried in either.
+    train.fit(lambda x, num_data=None: model(x), lambda x, num_data=None: sf_guide(x), X,
+              loss="tracegraph", num_epochs=2, batch_size=12, progress=False)
+    assert any(name.startswith("__baseline") for name in _store())
+    testing.assert_gradients_agree(model, sf_guide, X, losses=("tracegraph", "elbo"),
+                                   num_particles=5, num_draws=DRAWS)
 
 
 # --- bad input at every door ----------------------------------------------------------------

@@ -1,13 +1,17 @@
+import math
+
 import pytest
 import torch
 
 import pyro
+import pyro.distributions as dist
 import pyro.optim
 
 from pyro_lvm import evaluate
 from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.checks import check_values
 from pyro_lvm.data import binarize, fixed_binarization
+from pyro_lvm.infer import score_function_guide
 from pyro_lvm.models import VAE
 from pyro_lvm.train import decaying_adam, fit
 
@@ -64,7 +68,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
     calls = {"n": 0}
 
     def poison_on_sixth_batch(batch):
-        calls["n"] += 1
+        calls["n"] += torch.is_grad_enabled()  # a step's batch, not the door's trace of the pair
         return torch.full_like(batch, float("nan")) if calls["n"] == 6 else binarize(batch)
 
     vae = _small_vae()
@@ -161,7 +165,8 @@ def test_full_batch_keeps_row_order_and_minibatches_cover_every_row():
     seen = []
 
     def model(x, num_data=None):
-        seen.append(x[:, 0].clone())
+        if torch.is_grad_enabled():  # a training step, not the door's trace of the pair
+            seen.append(x[:, 0].clone())
 
     def guide(x, num_data=None):
         pass
@@ -215,6 +220,8 @@ def _poisoned(vae, poison_epochs, steps_per_epoch):
 
     def model(x, num_data=None):
         vae.model(x, num_data)
+        if not torch.is_grad_enabled():  # the door's trace of the pair, not a step
+            return
         calls["n"] += 1
         epoch, step = divmod(calls["n"] - 1, steps_per_epoch)
         if epoch + 1 in poison_epochs and step == steps_per_epoch - 1:
@@ -294,6 +301,159 @@ def test_after_resume_the_modules_hold_the_checkpoint_weights(tmp_path):
     assert history.epoch == [1, 2]
     for (name, a), b in zip(trained.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
+
+
+# --- the pair at the door: one trace of the first batch ----------------------------------
+
+X12 = torch.linspace(-3.0, 3.0, 12)
+
+
+def _model(x, num_data=None):
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def _guide(x, num_data=None):
+    a = pyro.param("a", torch.tensor(0.2))
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        pyro.sample("z", dist.Normal(a * x, 1.0))
+
+
+def _unscaled_model(x, num_data=None):
+    with pyro.plate("data", len(x)):  # takes num_data, ignores it
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def _unscaled_guide(x, num_data=None):
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(pyro.param("a", torch.tensor(0.2)) * x, 1.0))
+
+
+def _mixture(x, num_data=None):
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        y = pyro.sample("y", dist.Categorical(torch.tensor([0.5, 0.5])),
+                        infer={"enumerate": "parallel"})
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(2.0 * y - 1.0 + z, 1.0), obs=x)
+
+
+PAIR_MISTAKES = {
+    "a latent the guide does not sample": (
+        dict(model=_model, guide=lambda x, num_data=None: None),
+        r"model latent 'z' is not sampled by the guide: every loss would draw it from the prior"),
+    "an enumerated latent with a loss that does not enumerate": (
+        dict(model=_mixture, guide=_guide, loss="elbo"),
+        r"model latent 'y' is marked enumerate='parallel' but the loss does not sum it out"),
+    "a model that ignores num_data": (
+        dict(model=_unscaled_model, guide=_guide, batch_size=6),
+        r"model site 'x' carries scale 1 on a batch of 6 rows with num_data=12, expected "
+        r"num_data / batch = 2: the model ignores num_data; open plate 'data'"),
+    "a guide that ignores num_data": (
+        dict(model=_model, guide=_unscaled_guide, batch_size=4),
+        r"guide site 'z' carries scale 1 on a batch of 4 rows with num_data=12, expected "
+        r"num_data / batch = 3: the guide ignores num_data"),
+    "a model without the keyword num_data": (
+        dict(model=lambda x: _model(x), guide=_guide),
+        r"model must take the keyword num_data \(fit calls it as model\(\*batch, num_data=N\)"),
+}
+
+
+@pytest.mark.parametrize("mistake", PAIR_MISTAKES)
+def test_the_door_of_fit_refuses_a_pair_that_would_train_silently_wrong(mistake):
+    kwargs, message = PAIR_MISTAKES[mistake]
+    with pytest.raises(ValueError, match=message):
+        fit(data=X12, **{"num_epochs": 1, "batch_size": 12, "progress": False, **kwargs})
+    assert list(pyro.get_param_store().keys()) == []  # refused before any training
+
+
+def test_the_same_pairs_written_or_trained_correctly_pass_the_door():
+    for kwargs in (dict(model=_unscaled_model, guide=_unscaled_guide, batch_size=12),  # full batch
+                   dict(model=_mixture, guide=_guide, loss="enum"),
+                   dict(model=_mixture, guide=_guide, loss="iwae", num_particles=3),
+                   dict(model=_model, guide=_guide, batch_size=4)):
+        history = fit(data=X12, **{"num_epochs": 2, "batch_size": 12, "progress": False, **kwargs})
+        assert history.epoch == [1, 2] and all(math.isfinite(v) for v in history.loss)
+
+
+# --- parameter ownership: fit trains its pair and touches nothing else -------------------
+
+def _other_model(x, num_data=None):
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        u = pyro.sample("u", dist.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist.Normal(u, 1.0), obs=x)
+
+
+def _other_guide(x, num_data=None):
+    b = pyro.param("b", torch.tensor(0.0))
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        pyro.sample("u", dist.Normal(b * x, 1.0))
+
+
+@pytest.mark.parametrize("order", ["ab", "ba"])
+def test_fit_keeps_the_trained_bare_parameters_of_other_pairs(order, tmp_path):
+    # Before: fit cleared Pyro's store, so pair A's bare "a" came back at its initial 0.2 and
+    # evaluate scored that (-4.504 nats became -7.850 in the issue's example).
+    pairs = {"a": (_model, _guide), "b": (_other_model, _other_guide)}
+    first, second = pairs[order[0]], pairs[order[1]]
+    fit(*first, X12, num_epochs=30, batch_size=12, lr=0.05, progress=False)
+    trained = {name: p.detach().clone() for name, p in pyro.get_param_store().items()}
+    pyro.set_rng_seed(1)
+    before = evaluate.elbo(*first, X12, num_particles=50)
+    fit(*second, X12, num_epochs=3, batch_size=12, lr=0.05, progress=False,
+        checkpoint=tmp_path / "second.pt")
+    for name, value in trained.items():
+        assert torch.equal(pyro.param(name).detach(), value), name
+    pyro.set_rng_seed(1)
+    assert torch.equal(evaluate.elbo(*first, X12, num_particles=50), before)
+    saved = load_checkpoint(tmp_path / "second.pt")["param_store"]["params"]
+    assert set(saved) == {order[1]}  # the checkpoint holds the run's own parameters only
+
+
+def test_fit_continues_a_bare_parameter_from_its_stored_value_as_svi_does():
+    pyro.param("a", torch.tensor(0.45))
+    fit(_model, _guide, X12, num_epochs=1, batch_size=12, lr=1e-6, progress=False)
+    assert float(pyro.param("a")) == pytest.approx(0.45, abs=1e-5)  # not its initial 0.2
+
+
+class _NamedNet(torch.nn.Module):
+    """q(z_n) = N(net(x_n), 1) registered by pyro.module under one fixed name."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = torch.nn.Linear(1, 1)
+
+    def guide(self, x, num_data=None):
+        pyro.module("net", self.net)
+        with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+            pyro.sample("z", dist.Normal(self.net(x[:, None])[:, 0], 1.0))
+
+
+@pytest.mark.parametrize("order", ["old first", "new first"])
+def test_fit_trains_a_fixed_name_module_itself_not_a_stale_tensor_of_its_name(order):
+    old, new = _NamedNet(1), _NamedNet(2)
+    runs = [old, new] if order == "old first" else [new, old]
+    start = {id(m): [p.detach().clone() for p in m.parameters()] for m in runs}
+    fit(_model, runs[0].guide, X12, num_epochs=5, batch_size=12, lr=0.05, progress=False)
+    after_first = [p.detach().clone() for p in runs[0].parameters()]
+    fit(_model, runs[1].guide, X12, num_epochs=5, batch_size=12, lr=0.05, progress=False)
+    for p, p0 in zip(runs[1].parameters(), start[id(runs[1])]):
+        assert not torch.equal(p, p0)  # the second module's own tensors were trained
+    for p, p1 in zip(runs[0].parameters(), after_first):
+        assert torch.equal(p, p1)  # and the first one's left alone
+    store = pyro.get_param_store()
+    assert all(store.get_param(f"net$$${n}") is p for n, p in runs[1].net.named_parameters())
+
+
+@pytest.mark.parametrize("ks", [(1, 5), (5, 1)], ids=["K=1 then K=5", "K=5 then K=1"])
+def test_fit_starts_the_tracegraph_baselines_of_its_guide_afresh(ks):
+    guide = score_function_guide(_guide)
+    for k in ks:
+        history = fit(_model, guide, X12, loss="tracegraph", num_particles=k, num_epochs=2,
+                      batch_size=12, progress=False)
+        assert all(math.isfinite(v) for v in history.loss)
 
 
 def _vae6():

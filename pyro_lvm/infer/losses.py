@@ -93,9 +93,17 @@ class DReG(ImportanceWeightedLoss):
 
     with ``log q`` evaluated at detached guide parameters, so only the path
     through ``z_k`` remains.  Model parameters get the ordinary IWAE gradient
-    ``sum_k w~_k grad_theta log w_k``.  Same value and bound as :class:`IWAE`;
-    the guide gradient is unbiased, has lower variance, and is exactly zero when
-    q is the exact posterior.  Needs every guide site reparameterisable.
+    ``sum_k w~_k grad_theta log w_k``.  Same value and bound as :class:`IWAE`; the
+    guide gradient is unbiased and exactly zero when q is the exact posterior.
+
+    Lower variance is a property *near the posterior*, not everywhere: there IWAE's guide
+    gradient keeps a zero-mean score-function term ``-sum_k w~_k grad_phi log q(z_k)``,
+    whose noise makes its signal-to-noise ratio fall as K grows (Rainforth et al. 2018),
+    while DReG's estimator has no such term and tends to zero (Tucker et al. 2019, sec. 4).
+    Far from the posterior nothing is promised: on the README's factor model, at K = 5 and
+    K = 50, the encoder-gradient variance (mean over elements, 200 draws) was 1.0 and 1.1
+    times IWAE's at initialisation, and 0.11 and 0.016 times IWAE's after 100 epochs of
+    training.  Needs every guide site reparameterisable.
 
     Implementation: one pass; the surrogate ``-s sum w~_k log w_k`` gives the
     model gradient, and a hook on each guide sample multiplies the pathwise

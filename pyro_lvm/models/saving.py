@@ -5,7 +5,9 @@ constructor arguments (recorded when the object was built), the library version,
 version and the weights as a plain ``state_dict``.  Everything in it is a tensor, a number, a
 string or a container of those, so ``torch.load(path, weights_only=True)`` reads it and loading
 a file runs no pickled code.  Classes named in a file are imported only from ``pyro_lvm`` and
-``torch``.
+``torch``, or are the class ``load`` is called on: ``MyModel.load(path)`` rebuilds a user's own
+``Saveable`` subclass ``MyModel`` (the caller has imported it), while any other class a file
+names outside those packages is refused.
 
 Why not ``torch.save(module)``: pickling the module ties the file to the source tree and needs
 ``weights_only=False``; a bare ``state_dict`` needs the architecture rebuilt by hand.
@@ -37,10 +39,15 @@ def _class_path(cls) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _import(path: str, what: str):
+def _import(path: str, what: str, own=None):
+    """The class at ``path``: ``own`` (the class ``load`` is called on) when it is that class,
+    else imported from ``pyro_lvm`` or ``torch`` only."""
+    if own is not None and path == _class_path(own):
+        return own
     module, _, name = path.rpartition(".")
     if not path.startswith(_IMPORTABLE):
-        raise ValueError(f"the model file names {what} {path!r}, outside {_IMPORTABLE}; refused")
+        raise ValueError(f"the model file names {what} {path!r}, outside {_IMPORTABLE}; refused "
+                         f"(a class of your own loads as {name}.load(path), called on that class)")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as err:
@@ -63,23 +70,23 @@ def _encode(value, where: str):
     raise ValueError(f"cannot save constructor argument {where} of type {type(value).__name__}")
 
 
-def _decode(value):
+def _decode(value, own=None):
     if isinstance(value, dict) and set(value) == {"__model__"}:
-        return _build(value["__model__"])
+        return _build(value["__model__"], own)
     if isinstance(value, dict) and set(value) == {"__class__"}:
-        return _import(value["__class__"], "class")
+        return _import(value["__class__"], "class", own)
     if isinstance(value, (tuple, list)):
-        return type(value)(_decode(v) for v in value)
+        return type(value)(_decode(v, own) for v in value)
     if isinstance(value, dict):
-        return {k: _decode(v) for k, v in value.items()}
+        return {k: _decode(v, own) for k, v in value.items()}
     return value
 
 
-def _build(spec: dict) -> "Saveable":
-    cls = _import(spec["class"], "model class")
+def _build(spec: dict, own=None) -> "Saveable":
+    cls = _import(spec["class"], "model class", own)
     if not (isinstance(cls, type) and issubclass(cls, Saveable)):
         raise ValueError(f"{spec['class']} is not a pyro-lvm model class")
-    return cls(**_decode(spec["args"]))
+    return cls(**_decode(spec["args"], own))
 
 
 class Saveable(nn.Module):
@@ -131,13 +138,16 @@ class Saveable(nn.Module):
     @classmethod
     def load(cls, path, device="cpu"):
         """Rebuild the module saved at ``path`` on ``device``.  ``Saveable.load`` loads any
-        model class; ``VAE.load`` also checks that the file holds a VAE.
+        model class of the library; ``VAE.load`` also checks that the file holds a VAE; a
+        user's own subclass ``MyModel`` loads by ``MyModel.load(path)`` (the file's class must
+        then be ``MyModel`` itself: still read with ``weights_only=True``).
 
         :returns: the module with the saved weights, in training mode.
         :raises FileNotFoundError: no file at ``path``.
         :raises ValueError: not a readable pyro-lvm model file (corrupt, truncated, or e.g. a
-            ``checkpoint.pt``), a newer format, another model class, or weights that do not
-            fit the architecture built from the saved arguments.
+            ``checkpoint.pt``), a newer format, another model class, a class outside
+            ``pyro_lvm``/``torch`` other than ``cls``, or weights that do not fit the
+            architecture built from the saved arguments.
         """
         path = Path(path)
         if not path.is_file():
@@ -155,7 +165,7 @@ class Saveable(nn.Module):
                              f"model format {payload['format_version']}; this pyro-lvm reads "
                              f"formats up to {FORMAT_VERSION}: upgrade pyro-lvm")
         saved = payload["model"]["class"]
-        module = _build(payload["model"])
+        module = _build(payload["model"], cls if cls is not Saveable else None)
         if not isinstance(module, cls):
             raise ValueError(f"{path} holds a {saved}, not a {_class_path(cls)}")
         try:

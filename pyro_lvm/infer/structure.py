@@ -1,0 +1,113 @@
+"""What every loss needs of a model/guide pair, read from one trace of it.
+
+Two mistakes in a user's pair train without a word from Pyro (at most a warning) and give
+wrong numbers: a model latent the guide does not sample (every loss then draws it from the
+prior inside the model), and a data plate that ignores ``num_data`` (the minibatch loss is
+then not an estimate of the full-data one).  :func:`~pyro_lvm.train.fit` calls these checks
+once at its door, on one trace of its first batch; :func:`pyro_lvm.testing.check_pair` lists
+them with its other findings.
+
+* :func:`trace_pair`: the guide's trace and the model's replayed against it.
+* :func:`missing_latents`: model latents the guide neither samples nor (with a loss that
+  enumerates) sums out.
+* :func:`scale_problems`: with ``num_data = N`` and a batch of ``B < N`` rows, every site in
+  the data plate must carry the scale ``N / B`` (times the factors of other subsampled
+  plates), in the model and in the guide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+from .importance import PARTICLE_PLATE
+
+__all__ = ["missing_latents", "scale_problems", "trace_pair"]
+
+
+def trace_pair(model, guide, *args, **kwargs) -> tuple:
+    """``(model_trace, guide_trace)``: the guide run once and the model replayed against it,
+    without gradients and hidden from the caller's handlers."""
+    with poutine.block(), torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs)
+    return model_trace, guide_trace
+
+
+def _sample_sites(trace):
+    return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+
+
+def missing_latents(model_trace, guide_trace, enumerates: bool) -> list:
+    """One line per model latent the guide does not sample, unless it is marked for
+    parallel enumeration and ``enumerates`` (the loss sums such sites out: ``enum``, and
+    the importance-weighted losses for sites in the data plate)."""
+    guide_names = {s["name"] for s in _sample_sites(guide_trace)}
+    problems = []
+    for site in _sample_sites(model_trace):
+        if site["is_observed"] or site["name"] in guide_names:
+            continue
+        marked = site["infer"].get("enumerate")
+        if marked == "parallel" and enumerates:
+            continue
+        if marked:
+            problems.append(
+                f"model latent '{site['name']}' is marked enumerate={marked!r} but the loss does "
+                "not sum it out (Trace_ELBO, TraceGraph_ELBO and TraceMeanField_ELBO draw it from "
+                "the prior): use loss='enum' (or 'iwae', 'dreg', 'vimco' for 'parallel'), or "
+                "sample it in the guide")
+        else:
+            problems.append(
+                f"model latent '{site['name']}' is not sampled by the guide: every loss would "
+                "draw it from the prior inside the model (Pyro only warns); sample it in the "
+                "guide under the same name, or mark it infer={'enumerate': 'parallel'} for an "
+                "enumerating loss")
+    return problems
+
+
+def _scale(site):
+    scale = site["scale"]
+    if isinstance(scale, torch.Tensor):
+        return float(scale) if scale.numel() == 1 else None
+    return float(scale)
+
+
+def scale_problems(model_trace, guide_trace, batch: int, num_data: int) -> list:
+    """One line per site of the data plate whose scale is not ``num_data / batch``.
+
+    The data plate is found by its size: the vectorised plates of ``batch`` rows that hold
+    the model's observed sites.  A site in it must carry ``num_data / batch`` times the
+    factors ``full_size / size`` of its other subsampled plates (Pyro's plate scales by its
+    own factor; ``poutine.scale`` by the same amount is as good).  Traces of a batch of
+    ``batch < num_data`` rows called with ``num_data``."""
+    rows = {f.name for s in _sample_sites(model_trace) if s["is_observed"]
+            for f in s["cond_indep_stack"]
+            if f.vectorized and f.name != PARTICLE_PLATE and f.size == batch}
+    problems = []
+    for who, trace in (("model", model_trace), ("guide", guide_trace)):
+        for site in _sample_sites(trace):
+            frames = site["cond_indep_stack"]
+            if not any(f.vectorized and f.name in rows for f in frames):
+                continue
+            expected = num_data / batch * math.prod(
+                f.full_size / f.size for f in frames
+                if f.name not in rows and f.full_size and f.full_size != f.size)
+            scale = _scale(site)
+            if scale is None or math.isclose(scale, expected, rel_tol=1e-6):
+                continue
+            plate = next(f for f in frames if f.name in rows)
+            cause = ("ignores num_data" if math.isclose(scale, 1.0) else
+                     "scales it twice (a subsampled plate and poutine.scale?)"
+                     if math.isclose(scale, expected ** 2, rel_tol=1e-6) else "scales it otherwise")
+            problems.append(
+                f"{who} site '{site['name']}' carries scale {scale:.6g} on a batch of {batch} rows "
+                f"with num_data={num_data}, expected num_data / batch = {expected:.6g}: the "
+                f"{who} {cause}; open plate '{plate.name}' as pyro.plate('{plate.name}', "
+                "num_data, subsample=rows) (or pyro_lvm.models.common.data_plate(x, num_data)), "
+                "so minibatch losses estimate the full-data one")
+    return problems
