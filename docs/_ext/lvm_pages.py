@@ -196,8 +196,9 @@ _SHARED_PARAM = re.compile(r"^(\s*):param ((?:\w+, )+\w+):(.*)$")
 
 
 def split_shared_params(app, what, name, obj, options, lines) -> None:
+    type_doc = type(obj).__doc__  # a descriptor, not a string, for some types' instances
     if what in ("data", "attribute") and " ".join(" ".join(lines).split()) == " ".join(
-            (type(obj).__doc__ or "").split()):
+            (type_doc if isinstance(type_doc, str) else "").split()):
         lines[:] = []  # a constant without a doc comment: not the docstring of its type
         return
     out = []
