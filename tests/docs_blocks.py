@@ -1,5 +1,5 @@
-"""The code blocks of README.md and of the documentation's pages, as tests/test_docs.py and
-tests/test_readme_example.py run them.
+"""The code blocks of README.md and of the documentation's pages, as tests/test_docs.py runs
+them.
 
 A page's blocks are read in order: Python blocks (```` ```python ```` in Markdown,
 ``.. code-block:: python`` in reST), each with the ``text`` block that follows it directly
