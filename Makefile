@@ -9,7 +9,7 @@ export PYRO_LVM_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../s
 DEMO_ARGS ?=
 export MPLBACKEND ?= Agg
 
-.PHONY: demo test examples benchmarks gpu-check gpu-carry clean
+.PHONY: demo test docs examples benchmarks gpu-check gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# The documentation into docs/_build/html, warnings as errors (docs/conf.py: offline builds).
+docs: $(VENV)/.installed
+	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
 
 examples: $(VENV)/.installed
 	$(PY) examples/ppca.py
@@ -54,4 +58,4 @@ gpu-carry: $(VENV)/.installed
 	du -sh .gpu
 
 clean:
-	rm -rf results .pytest_cache
+	rm -rf results .pytest_cache docs/_build docs/api docs/examples_list.rst

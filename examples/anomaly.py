@@ -12,7 +12,7 @@ of the pixels' top principal components (exact -log p).  The AUROC of each score
 Writes metrics.json (what :func:`main` returns: the AUROC table) and scores.png (histograms
 per group) into --out.
 
-Run time on a 2-core CPU, one thread, with four to seven other jobs sharing it: the defaults
+Run time on a 2-core CPU, one thread: the defaults
 6 min; ``--epochs 1 --eval-samples 2 --pcs 2`` 2 min.
 """
 

@@ -1,11 +1,10 @@
 """Certify the demo VAE's test log-likelihood: importance sampling beside annealed importance
 sampling, and the bidirectional Monte Carlo sandwich that says how far AIS can be trusted.
 
-    python examples/certify.py                 # 22 min of one CPU core (see below)
-    python examples/certify.py --device cuda --ais-images 1000 --sim-images 100 \\
-        --chains 16 --steps 100 1000 10000 --block 500    # issue 22's settings, for a GPU
+    python examples/certify.py [--model results/svi_vae/model.pt] [--steps 10 100 1000]
+    python examples/certify.py --device cuda --ais-images 1000 --sim-images 100 --chains 16
 
-On the demo's trained VAE (``--model``, default ``results/svi_vae/model.pt`` from
+Shows, on the demo's trained VAE (``--model``, default ``results/svi_vae/model.pt`` from
 ``examples/svi_vae.py``; when absent a VAE is trained here for ``--train-epochs`` epochs and
 saved as ``--out/model.pt``) and the demo's fixed binarization of the MNIST test images:
 
@@ -20,17 +19,17 @@ saved as ``--out/model.pt``) and the demo's fixed binarization of the MNIST test
   largest leaves more) gives the steps that precision takes.
 
 Costs are decoder evaluations per image (AIS's each with a backward pass: about
-``chains * (1 + (steps - 1) * (leapfrog + 1))``) and seconds.  Writes metrics.json (what
-:func:`main` returns), table.md and certify.png (estimate against cost on test images;
-the sandwich against steps on simulated images) into ``--out``.
+``chains * (1 + (steps - 1) * (leapfrog + 1))``) and seconds.
 
-Differences from issue 22's suggested settings, for a 2-core CPU: AIS on 100 test images,
-not 1,000 (IS stays on 1,000, and is also reported on the same 100); 4 chains, not 16;
-``--steps 10 100 1000``, not 100, 1000, 10000; BDMC on 50 simulated images, not 100.  The
-issue's settings cost about 2.3e9 decoder evaluations with gradients, some 50 hours of one
-CPU core here (76-110 microseconds each).  The defaults: 1.0e7 of them and 6e6 without
-gradients (IS), 1330 s of CPU time with one thread (46 min of wall time on a 2-core machine
-shared with other jobs).
+Writes metrics.json (what :func:`main` returns), table.md and certify.png (estimate against
+cost on test images; the sandwich against steps on simulated images) into ``--out``.
+
+Run time on a 2-core CPU, one thread: the defaults (AIS on 100 test images with 4 chains,
+``--steps 10 100 1000``, BDMC on 50 simulated images; 1.0e7 decoder evaluations with
+gradients and 6e6 without) 1330 s of CPU time, 22 min.  The second command line, with
+``--steps 100 1000 10000 --block 500`` (Wu et al.'s scale: 1,000 images, 16 chains), costs
+about 2.3e9 decoder evaluations with gradients, some 50 hours of one CPU core (76-110
+microseconds each): a GPU's job.
 """
 
 import argparse

@@ -12,7 +12,7 @@ training from the same start.  "SF" rows draw the guide's latents without a path
 Writes table_ppca.md, table_vae.md, compare_ppca.png, compare_vae.png and metrics.json (what
 :func:`main` returns) into --out.
 
-Run time on a 2-core CPU, one thread, with five to seven other jobs sharing it: the defaults
+Run time on a 2-core CPU, one thread: the defaults
 26 min; ``--particles 2 --draws 2 --ppca-steps 1 --vae-epochs 1`` 4 to 5.5 min (eight losses,
 each trained and evaluated).
 """

@@ -4,20 +4,23 @@ and two stochastic layers, beside the published figures.
 
     python examples/iwae_table.py --rows L1-iwae-k50 --epochs-scale 0.01 --max-minutes 9 --resume
 
-Each row (``L<layers>-<vae|iwae>-k<k>``) trains :class:`pyro_lvm.models.DLGM` with
+Shows how close the library's model and loop come to the published table: each row
+(``L<layers>-<vae|iwae>-k<k>``) trains :class:`pyro_lvm.models.DLGM` with
 :func:`pyro_lvm.train.fit` and is evaluated by :func:`pyro_lvm.evaluate.log_likelihood` (test NLL,
 K = ``--eval-samples``, 5000 in the paper) and :func:`pyro_lvm.models.dlgm.active_units`
-(Cov_x(E_q[u]) > 1e-2).  Writes into ``--out``: ``table.md``, ``elbo.png`` (test ELBO per epoch on
+(Cov_x(E_q[u]) > 1e-2).
+
+Writes into ``--out``: ``table.md``, ``elbo.png`` (test ELBO per epoch on
 1000 test images, every row), ``results.json`` (what :func:`main` returns) and per row a folder with ``checkpoint.pt``
 (after every epoch, with the settings it was made with) and ``result.json``.  ``--max-minutes`` stops training
 between epochs in time; ``--resume`` continues every row from its checkpoint and skips finished
 rows, so a row survives any number of time-limited commands.
 
 What is reproduced, and from where (figures in nats per test image).  "The paper" is the text of
-arXiv:1509.00519v4 (a PDF-to-text copy in the reference index); "the code" is the authors'
+arXiv:1509.00519v4; "the code" is the authors'
 github.com/yburda/iwae (commit 8e601aa):
 
-* Published figures (:data:`PUBLISHED`): the paper's Table 1, MNIST columns, all confirmed:
+* Published figures (``PUBLISHED``): the paper's Table 1, MNIST columns, all confirmed:
   test NLL one layer VAE 86.76 / 86.47 / 86.35, IWAE 86.76 / 85.54 / 84.78; two layers VAE 85.33 /
   85.01 / 84.78, IWAE 85.33 / 83.89 / 82.90 (k = 1, 5, 50); active units one layer VAE 19 / 20 /
   20, IWAE 19 / 22 / 25; two layers VAE 16+5 / 17+5 / 17+5, IWAE 16+5 / 21+5 / 26+7.  NLL = mean
@@ -41,11 +44,11 @@ The full schedule is 3280 epochs x 2980 steps of batch 20 per row, about 18 h pe
 this library's step speed (about 6.6 ms per step), so ``--epochs-scale s`` runs
 max(1, round(3^i s)) epochs of stage i at the paper's learning rate (at least 8 epochs, the whole
 decay); the table states the epochs run.  Steps of batch 20 are latency-bound, so the rows run
-best as parallel processes on one GPU.  GPU command lines (one device session of 15 minutes,
-machine start included; each command under 10 minutes; 10 distinct runs, the k = 1 IWAE rows
+best as parallel processes on one GPU.  GPU command lines for 15 minutes of one GPU
+(machine start included; each command under 10 minutes; 10 distinct runs, the k = 1 IWAE rows
 reuse the VAE runs); scale 1/729 gives 10 epochs per row (stages of 1,1,1,1,1,1,1,3 epochs),
 about 3.5 min per row at 6.6 ms per step if the processes do not slow each other (an estimate,
-not measured: no GPU was lent to the session that wrote this)::
+not measured)::
 
     mkdir -p results/iwae_table; export OMP_NUM_THREADS=1
     R="L1-vae-k1 L1-vae-k5 L1-vae-k50 L1-iwae-k5 L1-iwae-k50 L2-vae-k1 L2-vae-k5 L2-vae-k50 L2-iwae-k5 L2-iwae-k50"
@@ -57,9 +60,8 @@ Rows that ran out of time say so in their log and in the table; the same loop ag
 from their checkpoints.  With more device time, raise the scale in a fresh ``--out`` (a run
 refuses to resume with other settings): 0.0041 = 1/243 gives 18 epochs, 0.0123 = 1/81 44 epochs.
 
-On a 2-core CPU only a smoke run fits: ``--rows L1-vae-k1 --epochs-scale 0.0001 --train-size 200
---test-size 100 --eval-samples 2 --device cpu`` (8 epochs of 10 steps) takes 30 s with seven other
-jobs sharing the machine.
+Run time on a 2-core CPU: only a smoke run fits, ``--rows L1-vae-k1 --epochs-scale 0.0001
+--train-size 200 --test-size 100 --eval-samples 2 --device cpu`` (8 epochs of 10 steps), 30 s.
 """
 
 import argparse

@@ -11,7 +11,7 @@ the raw pixels' top principal components.
 Writes manifold.png, interpolation.png (rows: pairs of test digits), scatter.png and
 metrics.json (what :func:`main` returns) into --out.
 
-Run time on a 2-core CPU, one thread, with four to seven other jobs sharing it: the defaults
+Run time on a 2-core CPU, one thread: the defaults
 13 min (two VAEs of 10 epochs); ``--epochs 1 --z-dim 2`` 1.5 to 2.5 min.
 """
 

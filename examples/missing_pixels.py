@@ -2,6 +2,8 @@
 
     python examples/missing_pixels.py [--test-images 1000] [--epochs 30] [--threads 1]
 
+Shows three uses of a VAE on images with missing pixels:
+
 1. Imputation of hidden top halves (test split).  A VAE trained on complete binarized
    training images; an encoder q(z | x_obs) for incomplete images (zero-filled image plus
    mask, MIWAE), started from the VAE's encoder and trained with the decoder fixed by DReG,
@@ -21,7 +23,10 @@
    the MIWAE bound (hidden pixels summed out; DReG, K=5); every run the same number of
    epochs over its own data.  Test log p(x) of complete test images (K=--eval-samples),
    with the standard error of each model's mean and of its paired difference to discarding.
-Writes metrics.json, inpainting.png and calibration.png into --out.
+
+Writes metrics.json (what :func:`main` returns), inpainting.png and calibration.png into --out.
+
+Run time on a 2-core CPU, one thread: the defaults about 7 min (412 s).
 """
 
 import argparse

@@ -11,7 +11,7 @@ Writes metrics.json (what :func:`main` returns), table.md, components.png,
 reconstructions.png and latents_arviz.txt (az.summary of the amortised guide's latents of
 three test images beside their exact posterior) into --out.
 
-Run time on a 2-core CPU, one thread, with five to seven other jobs sharing it: the defaults
+Run time on a 2-core CPU, one thread: the defaults
 23 min (1500 full-batch SVI steps per guide: 3 to 8 min each); ``--train 200 --latent-dim 2
 --steps 1`` 35 to 45 s, most of it importing arviz.
 """

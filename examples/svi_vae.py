@@ -15,9 +15,9 @@ reconstructions.png, elbo.png, model.pt (the trained VAE: ``VAE.load(path)``) an
 checkpoint.pt (resume with --resume).  Without the MNIST files it downloads them into
 $PYRO_LVM_DATA, else ./data (--no-download: don't).
 
-Run time on a 2-core CPU, one thread: the defaults (60 epochs, K = 1000) about 6 min on an idle
-machine (217 s of training, 122 s of evaluation); ``--epochs 1 --eval-samples 10`` 89 s with
-seven other jobs sharing the machine (34 s of training, 21 s of evaluation).
+Run time on a 2-core CPU, one thread: the defaults (60 epochs, K = 1000) about 6 min (217 s of
+training, 122 s of evaluation); ``--epochs 1 --eval-samples 10`` 89 s (34 s of training, 21 s
+of evaluation).
 """
 
 import argparse

@@ -2,7 +2,7 @@
 
 ``argparse`` calls each ``type`` on the string given; an :class:`argparse.ArgumentTypeError`
 becomes its usage error (exit status 2) naming the flag, before any data are loaded or
-any training starts.  The library's own checks (:func:`pyro_lvm.data.check_size`) would
+any training starts.  The library's own checks (:func:`pyro_lvm.checks.check_size`) would
 catch the same values later, but only after minutes of work.
 """
 

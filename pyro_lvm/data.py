@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -237,14 +239,14 @@ def download_mnist(root, mirrors=None) -> Path:
     data differently, so the check here is of the uncompressed content instead.
 
     :param root: the cache folder; files already there with the right checksum are kept.
-    :param mirrors: base URLs tried in order for each ``<name>.gz``; default
-        ``$PYRO_LVM_MNIST_MIRROR`` (if set) then ``torchvision.datasets.MNIST.mirrors``.
+    :param mirrors: base URLs tried in order for each ``<name>.gz`` (``http(s)://``, or
+        ``file://`` for a local folder); default ``$PYRO_LVM_MNIST_MIRROR`` (if set) then
+        ``torchvision.datasets.MNIST.mirrors``.
     :returns: the ``MNIST/raw`` folder.
     :raises OSError: a file that no mirror delivered, or delivered with another checksum
-        (the bad file is removed).
+        (the bad file and any partial download are removed).
     """
     from torchvision.datasets import MNIST
-    from torchvision.datasets.utils import download_and_extract_archive
 
     if mirrors is None:
         mirrors = [os.environ[MIRROR_ENV]] if os.environ.get(MIRROR_ENV) else []
@@ -259,8 +261,10 @@ def download_mnist(root, mirrors=None) -> Path:
         for mirror in mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"
             try:
-                download_and_extract_archive(url, str(raw), filename=f"{name}.gz", remove_finished=True)
-            except (OSError, RuntimeError) as err:  # unreachable, HTTP error, bad archive
+                _fetch(url, raw, f"{name}.gz")
+            except (OSError, RuntimeError, EOFError) as err:  # unreachable, HTTP error, bad archive
+                for partial in (raw / f"{name}.gz", target):
+                    partial.unlink(missing_ok=True)
                 failures.append(f"{url}: {err}")
                 continue
             if _sha256(target) == sha256:
@@ -270,6 +274,22 @@ def download_mnist(root, mirrors=None) -> Path:
         else:
             raise OSError(f"could not download {name}: {'; '.join(failures) or 'no mirror'}")
     return raw
+
+
+def _fetch(url: str, raw: Path, filename: str) -> None:
+    """torchvision's ``download_and_extract_archive``; a ``file://`` URL is extracted from
+    where it lies (torchvision's downloader reads an HTTP response's length, which a local
+    file's response lacks)."""
+    from torchvision.datasets.utils import download_and_extract_archive, extract_archive
+
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme != "file":
+        download_and_extract_archive(url, str(raw), filename=filename, remove_finished=True)
+        return
+    source = Path(urllib.request.url2pathname(parsed.path))
+    if not source.is_file():
+        raise OSError(f"no file {source}")
+    extract_archive(str(source), str(raw))  # into raw/<filename without .gz>
 
 
 def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

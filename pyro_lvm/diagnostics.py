@@ -76,7 +76,7 @@ def _check_log_weights(log_w: torch.Tensor) -> None:
 def psis_from_log_weights(log_w: torch.Tensor) -> PSISResult:
     """PSIS diagnostic from log weights ``(K, N)`` (K draws per data point).
 
-    A point whose K weights agree to rounding (within :data:`CONSTANT_ULPS` units in the
+    A point whose K weights agree to rounding (within ``CONSTANT_ULPS`` = 128 units in the
     last place of ``max_k |log w_nk|`` in ``log_w``'s dtype, or 1e-6 nats) gets
     ``khat = -inf`` and ``ess = K``: bounded weights, a perfect proposal.  Some zero
     weights (``log w = -inf``) among others are allowed.

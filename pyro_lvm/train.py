@@ -354,7 +354,7 @@ def fit(model, guide, data, *, loss="elbo", num_particles: int = 1,
     :param bool progress: show a tqdm bar with the running loss in nats per point.
     :returns: the :class:`History` of all epochs, resumed ones included.
     :raises ValueError: a bad argument (named), data the model does not take, a pair that
-        would train silently wrong (:func:`_check_pair`); on ``resume``, a damaged checkpoint
+        would train silently wrong (``_check_pair``); on ``resume``, a damaged checkpoint
         or another run's (:func:`~pyro_lvm.checkpoint.check_resumable`); under ``torchrun``,
         what cannot be split (:meth:`~pyro_lvm.distributed.Context.check_split`).
     :raises FileNotFoundError: ``resume`` without a checkpoint file.

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from pyro_lvm.data import DATA_ENV, load_mnist
+from pyro_lvm.data import DATA_ENV, download_mnist, load_mnist
 
 SHARED = Path(os.environ[DATA_ENV])
 
@@ -70,3 +70,27 @@ def test_offline_error_says_where_to_put_the_files(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="MNIST/raw and pass root") as err:
         load_mnist(tmp_path / "cache", download=True)
     assert "could not download" in str(err.value)
+
+
+def test_a_file_mirror_is_read_from_its_folder_and_a_bad_archive_leaves_nothing(tmp_path):
+    raw = tmp_path / "cache" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):  # cached: not fetched
+        (raw / name).write_bytes((SHARED / "MNIST" / "raw" / name).read_bytes())
+    src = tmp_path / "local mirror"
+    src.mkdir()
+    (src / "t10k-images-idx3-ubyte.gz").write_bytes(b"not a gzip file")
+    with pytest.raises(OSError, match="could not download t10k-images-idx3-ubyte: file://"):
+        download_mnist(tmp_path / "cache", mirrors=[src.as_uri()])
+    assert sorted(p.name for p in raw.iterdir()) == ["train-images-idx3-ubyte",
+                                                     "train-labels-idx1-ubyte"]
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (src / f"{name}.gz").write_bytes(
+            gzip.compress((SHARED / "MNIST" / "raw" / name).read_bytes(), compresslevel=1))
+    assert download_mnist(tmp_path / "cache", mirrors=[src.as_uri()]) == raw
+    sums = _sha256sums()
+    assert sorted(p.name for p in raw.iterdir()) == sorted(sums)
+    for name, digest in sums.items():
+        assert hashlib.sha256((raw / name).read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in src.iterdir()) == ["t10k-images-idx3-ubyte.gz",
+                                                     "t10k-labels-idx1-ubyte.gz"]

@@ -90,7 +90,7 @@ BAD_FLAGS = {
     "compare_elbos.py": ["--particles", "1"], "gmm.py": ["--components", "0"],
     "latent_space.py": ["--seed", "-1"], "missing_pixels.py": ["--samples", "0"],
     "ppca.py": ["--lr", "nan"], "iwae_table.py": ["--epochs-scale", "0"],
-    "certify.py": ["--chains", "0"],
+    "certify.py": ["--chains", "0"], "clustering.py": ["--epochs", "0"],
 }
 
 

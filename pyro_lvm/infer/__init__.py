@@ -1,21 +1,21 @@
 """Losses for SVI, by name: ``make_loss(name, num_particles=1, **options)``.
 
-=============  ===========================================  =====================  ==============
-name           estimator                                    value                  guide needs
-=============  ===========================================  =====================  ==============
-``elbo``       Pyro ``Trace_ELBO``: reparameterised, score  ELBO (bound)           any
-               function for discrete sites
-``meanfield``  Pyro ``TraceMeanField_ELBO``: analytic KL    ELBO (bound)           reparameterisable;
-               where known                                                         same plates as
-                                                                                   the model
-``tracegraph`` Pyro ``TraceGraph_ELBO``: score function     ELBO (bound)           any
-               with baselines (:class:`TraceGraph`)
-``enum``       Pyro ``TraceEnum_ELBO``: discrete sites      exact marginal of      enumerable
-               marked for enumeration summed out exactly    enumerated sites       discrete sites
-``iwae``       :class:`IWAE` (Burda et al. 2016)            IWAE_K (bound)         any
-``dreg``       :class:`DReG` (Tucker et al. 2019)           IWAE_K (bound)         reparameterisable
-``vimco``      :class:`VIMCO` (Mnih & Rezende 2016)         IWAE_K (bound)         any; K >= 2
-=============  ===========================================  =====================  ==============
+==============  ===========================================  =====================  ==============
+name            estimator                                    value                  guide needs
+==============  ===========================================  =====================  ==============
+``elbo``        Pyro ``Trace_ELBO``: reparameterised, score  ELBO (bound)           any
+                function for discrete sites
+``meanfield``   Pyro ``TraceMeanField_ELBO``: analytic KL    ELBO (bound)           reparameterisable;
+                where known                                                         same plates as
+                                                                                    the model
+``tracegraph``  Pyro ``TraceGraph_ELBO``: score function     ELBO (bound)           any
+                with baselines (:class:`TraceGraph`)
+``enum``        Pyro ``TraceEnum_ELBO``: discrete sites      exact marginal of      enumerable
+                marked for enumeration summed out exactly    enumerated sites       discrete sites
+``iwae``        :class:`IWAE` (Burda et al. 2016)            IWAE_K (bound)         any
+``dreg``        :class:`DReG` (Tucker et al. 2019)           IWAE_K (bound)         reparameterisable
+``vimco``       :class:`VIMCO` (Mnih & Rezende 2016)         IWAE_K (bound)         any; K >= 2
+==============  ===========================================  =====================  ==============
 
 Refusals by design (each raises a ``ValueError``/``NotImplementedError`` naming the site):
 ``dreg`` needs every guide site reparameterisable (its estimator differentiates through

@@ -455,7 +455,7 @@ class ImportanceWeightedLoss(ELBO):
 def log_weights_at(values: dict, model, guide, *args, num_particles: int,
                    max_plate_nesting, **kwargs) -> LogWeights:
     """:class:`LogWeights` at given latent values instead of guide draws: the guide's
-    sample sites take ``values`` (:class:`_Given`), so ``log_q`` is ``log q(z | x)`` and
+    sample sites take ``values`` (``_Given``), so ``log_q`` is ``log q(z | x)`` and
     ``log_p`` is ``log p(x, z)`` at ``z = values``, reduced per point exactly as
     :meth:`ImportanceWeightedLoss.log_weights` reduces them.
 

@@ -42,7 +42,7 @@ Pyro pairs (all sites in the data plate; see :class:`GMM`):
 The guides do not depend on the covariance type.
 
 EM is split into named steps after scikit-learn's ``GaussianMixture``
-(:func:`_e_step`, :func:`_m_step`) and follows its conventions (``reg_covar``
+(``_e_step``, ``_m_step``) and follows its conventions (``reg_covar``
 added to every covariance's diagonal; stop when the mean log-likelihood changes
 by less than ``tol``; Gaussian log-densities from Cholesky factors of the precisions), so
 the two agree when started from the same parameters.

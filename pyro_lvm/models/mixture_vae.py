@@ -87,7 +87,7 @@ class MixturePrior(nn.Module):
 
 class MixtureVAE(VAE):
     """VAE with a Gaussian-mixture prior (VaDE): the VAE's encoder, decoder, likelihood and
-    input checks, and a :class:`MixturePrior` ``prior`` in place of ``N(0, I)``.
+    input checks, and a ``MixturePrior`` ``prior`` in place of ``N(0, I)``.
 
     :param int x_dim: pixels per data point, D.
     :param int z_dim: latent dimensions.

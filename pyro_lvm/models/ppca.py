@@ -173,7 +173,8 @@ def fit_gradient(x, latent_dim: int, max_iter: int = 200, seed: int = 0) -> PPCA
     ``log sigma`` from a random start with L-BFGS (strong-Wolfe line search), the
     quasi-Newton form of gradient descent; the closed form is not used.
 
-    :param int max_iter: L-BFGS iterations.  :param int seed: seeds the random start, >= 0.
+    :param int max_iter: L-BFGS iterations.
+    :param int seed: seeds the random start, >= 0.
     :raises ValueError: as :func:`fit_closed_form` (whose checks, the rank of the data
         included, it shares), or a count that is not a positive integer.
     """
@@ -202,7 +203,8 @@ def fit_gradient(x, latent_dim: int, max_iter: int = 200, seed: int = 0) -> PPCA
 class PPCA(Saveable):
     """PPCA as a Pyro model with ``W``, ``mu`` and ``log sigma`` as module parameters.
 
-    :param int x_dim: D.  :param int latent_dim: q, between 1 and D - 1.
+    :param int x_dim: D.
+    :param int latent_dim: q, between 1 and D - 1.
     :param float latent_scale: nu > 0 (fixed).
     :param W, mean, noise_scale: initial values: ``W`` a tensor ``(D, q)``, ``mean`` a
         tensor ``(D,)`` of the same dtype, ``noise_scale`` sigma > 0 (default: small random
@@ -283,7 +285,8 @@ class PPCA(Saveable):
 class AmortisedLinearGuide(Saveable):
     """``q(z_n | x_n) = N(A x_n + b, Sigma_q)``: a linear-Gaussian encoder.
 
-    :param int x_dim: D.  :param int latent_dim: q.
+    :param int x_dim: D.
+    :param int latent_dim: q.
     :param str covariance: ``"full"`` (``Sigma_q = L L^T``, the exact posterior's
         family) or ``"diagonal"`` (mean-field over latent dimensions).
     :param str name: prefix of the parameter names in Pyro's param store.
@@ -362,7 +365,8 @@ class MeanFieldGuide(Saveable):
 
     The guide must see the full data set at every step (``batch_size >= N``).
 
-    :param int num_data: N.  :param int latent_dim: q.
+    :param int num_data: N.
+    :param int latent_dim: q.
     :param str name: prefix of the parameter names in Pyro's param store.
     :raises ValueError: a size that is not a positive integer, a bad name.
     """

@@ -122,7 +122,7 @@ class Saveable(nn.Module):
 
         :raises ValueError: a constructor argument that cannot be stored (not a tensor, number,
             string, class, model module or container of those).
-        :raises OSError: the file could not be written (:func:`~pyro_lvm.train.write_atomically`).
+        :raises OSError: the file could not be written (:func:`~pyro_lvm.files.write_atomically`).
         """
         from .. import __version__
 
