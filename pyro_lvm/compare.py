@@ -110,6 +110,9 @@ def compare_losses(model, guide, data, losses, *, num_particles: int = 1, num_dr
     :param int train_steps: epochs of :func:`~pyro_lvm.train.fit` per loss, from the
         same start (0: no training).
     :param train_data: what training uses (default ``data``), in batches of ``batch_size``.
+    :param transform: passed to :func:`~pyro_lvm.train.fit` for training only: applied to the
+        **first** tensor of each training batch (e.g. :func:`pyro_lvm.data.binarize` of ``x``
+        in ``(x, labels)``); ``data`` and ``test_data`` are used as given.
     :param test_data: held-out data for the log-likelihood after training.
     :param exact_log_likelihood: optional ``callable(test_data) -> (N,)`` exact
         ``log p(x)`` at the current parameters (used instead of importance sampling).

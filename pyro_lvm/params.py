@@ -30,7 +30,9 @@ Pyro's store and follows these rules:
   stays behind; a result never depends on what ran before it.
 * **Scoring an untrained bare parameter is said.**  A bare parameter the store does not
   hold is initialised inside the block; ``evaluate`` then warns, naming it, since its
-  estimate is at the initial value and not at a trained one.
+  estimate is at the initial value and not at a trained one.  A ``PyroModule`` (an
+  autoguide) holds its own values and brings them in itself, after
+  ``pyro.clear_param_store()`` or a ``torch.load`` too: those are not named.
 * :func:`traced_params`: which parameters a model and a guide register, read by running
   them once (for resume checks, gradient statistics and per-group comparisons).
 """
@@ -43,6 +45,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.distributions import constraints
 
 import pyro
 from pyro import poutine
@@ -111,7 +114,8 @@ def _is_bare(name: str) -> bool:
 
 class IsolatedStore:
     """What :func:`isolated_param_store` yields; after the block, ``initialised`` lists the
-    bare parameters the block created (the store held no value for them)."""
+    bare parameters the block created from their initial values in the code (the store held
+    no value for them, and no ``PyroModule`` brought one of its own)."""
 
     def __init__(self, carried):
         self.carried, self.initialised = carried, []
@@ -136,11 +140,31 @@ def isolated_param_store(copy: bool = False):
     bare = {"params": params,
             "constraints": {k: v for k, v in state["constraints"].items() if k in params}}
     scope = IsolatedStore(frozenset(params))
+    created, previous = [], store.__dict__.get("setdefault")
+    store.setdefault = _recording(store.setdefault, store, created)
     with store.scope(bare):
         try:
             yield scope
         finally:
-            scope.initialised = sorted(k for k in store.keys() if _is_bare(k) and k not in params)
+            if previous is None:
+                del store.setdefault
+            else:
+                store.setdefault = previous
+            scope.initialised = sorted({k for k in created if _is_bare(k) and k not in params})
+
+
+def _recording(setdefault, store, created):
+    """``store.setdefault`` noting the names it creates from an initial value.  Pyro's store
+    keeps no record of how a name entered it: a ``PyroModule`` (e.g. an autoguide) that holds
+    trained values writes its own tensors in directly, and only ``pyro.param(name, init)``
+    of a missing name passes through ``ParamStoreDict.setdefault``."""
+
+    def recording(name, init_constrained_value, constraint=constraints.real):
+        if name not in store:
+            created.append(name)
+        return setdefault(name, init_constrained_value, constraint)
+
+    return recording
 
 
 def take_ownership(names, guide_sites) -> frozenset:

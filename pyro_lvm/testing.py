@@ -317,10 +317,11 @@ def _particle_problems(model, guide, data, kwargs, guide_trace, k) -> list:
     own shapes): a difference means the code mixes particles (indexing from the left)."""
     loss = IWAE(num_particles=k)
     try:
-        model_k, guide_k = loss.traces(model, guide, *data, **kwargs)
+        model_k, guide_k = loss.traces(model, guide, *data, **kwargs)  # its errors name K
         log_weights_from_traces(model_k, guide_k, loss.max_plate_nesting, particles=True)
     except ValueError as error:
-        return [f"with K={k} vectorised particles: {error}"]
+        return [str(error) if str(error).startswith(f"with K={k} ") else
+                f"with K={k} vectorised particles: {error}"]
     except Exception as error:
         return [f"the pair fails with K={k} vectorised particles (the iwae/dreg/vimco losses, "
                 f"evaluate.log_likelihood and evaluate.elbo need them): "

@@ -11,6 +11,7 @@ import torch
 
 import pyro
 import pyro.distributions as dist
+from pyro.infer.autoguide import AutoNormal
 from torch.distributions import Bernoulli, Normal
 
 from pyro_lvm import evaluate, train
@@ -271,3 +272,28 @@ def test_scoring_bare_parameters_at_their_initial_values_is_said(order):
     first, second = (trained, untrained) if order == "trained first" else (untrained, trained)
     values = {f.__name__: f() for f in (first, second)}
     assert values["trained"] > values["untrained"] + 0.5  # the posterior is a = 0.5, s = 0.71
+
+
+def test_an_autoguide_holding_trained_values_is_scored_without_the_warning():
+    # A PyroModule (an autoguide) keeps its own tensors: after pyro.clear_param_store() (or in
+    # a new process, after torch.load) it writes them into the store itself, and they are
+    # the trained values, not initial ones; only a guide that evaluate initialises is named.
+    x = torch.linspace(-3.0, 3.0, 12)
+
+    def model(x, num_data=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    guide = AutoNormal(model)
+    train.fit(model, guide, x, num_epochs=100, batch_size=12, lr=0.05, progress=False)
+    pyro.set_rng_seed(0)
+    trained = evaluate.elbo(model, guide, x, num_particles=50)
+    pyro.clear_param_store()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pyro.set_rng_seed(0)
+        assert torch.equal(evaluate.elbo(model, guide, x, num_particles=50), trained)
+    with pytest.warns(UserWarning, match=r"parameters \['AutoNormal.locs.mu', 'AutoNormal.scales.mu'\] "
+                                         "are not in Pyro's param store"):
+        evaluate.elbo(model, AutoNormal(model), x, num_particles=50)

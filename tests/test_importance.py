@@ -177,3 +177,32 @@ def test_enumeration_the_weights_cannot_sum_out_is_refused_naming_the_sites():
     with pyro.validation_enabled(False), \
             pytest.raises(ValueError, match="'y' is not sampled by the guide.*'parallel' ones only"):
         evaluate.log_likelihood(sequential, lambda x: None, XS, num_samples=2)
+
+
+def test_a_pair_that_fails_only_with_particles_is_told_how_to_index():
+    # Pyro's GMM tutorial picks a component mean as locs[assignment]: fine for TraceEnum_ELBO,
+    # but with K particles locs is (K, 2) and the index selects particles, not components
+    # (Pyro raised "Shape mismatch inside plate('data')" with no word about particles).
+    def tutorial(x):
+        weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+        with pyro.plate("components", 2):
+            locs = pyro.sample("locs", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(x)):
+            assignment = pyro.sample("assignment", dist.Categorical(weights),
+                                     infer={"enumerate": "parallel"})
+            pyro.sample("obs", dist.Normal(locs[assignment], 1.0), obs=x)
+
+    def point_guide(x):
+        pyro.sample("weights", dist.Delta(torch.tensor([0.4, 0.6])).to_event(1))
+        with pyro.plate("components", 2):
+            pyro.sample("locs", dist.Delta(torch.tensor([-1.0, 1.0])))
+
+    pyro.set_rng_seed(0)
+    one = evaluate.log_likelihood(tutorial, point_guide, XS, num_samples=1)
+    assert float(one) == pytest.approx(-TraceEnum_ELBO(max_plate_nesting=1).loss(
+        tutorial, point_guide, XS), abs=1e-4)
+    with pytest.raises(ValueError, match=r"(?s)^with K=4 vectorised particles.*Shape mismatch inside "
+                                         r"plate\('data'\).*indexes or reshapes a latent from the "
+                                         r"left \(locs\[assignment\].*Vindex\(locs\)\[\.\.\., "
+                                         r"assignment\]"):
+        evaluate.log_likelihood(tutorial, point_guide, XS, num_samples=4)

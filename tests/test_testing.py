@@ -272,6 +272,28 @@ def test_check_pair_reports_no_problem_on_valid_pyro_idioms():
     testing.check_pair(masked_model, masked_guide, pixels, pixels > 0)
 
 
+def _left_indexed_mixture(data):
+    """Pyro's GMM tutorial model as the tutorial writes it: locs[assignment] indexes from the
+    left, which TraceEnum_ELBO takes but K vectorised particles do not."""
+    weights = pyro.sample("weights", dist.Dirichlet(0.5 * torch.ones(2)))
+    with pyro.plate("components", 2):
+        locs = pyro.sample("locs", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", len(data)):
+        assignment = pyro.sample("assignment", dist.Categorical(weights))
+        pyro.sample("obs", dist.Normal(locs[assignment], 1.0), obs=data)
+
+
+def test_a_pair_for_single_particle_losses_is_told_how_to_index_for_k_particles():
+    data = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0])
+    mixture = config_enumerate(_left_indexed_mixture)
+    guide = AutoDelta(poutine.block(mixture, hide=["assignment"]))
+    testing.check_pair(mixture, guide, data, num_particles=1)
+    with pytest.raises(AssertionError, match=r"(?s)1 problem.*with K=3 vectorised particles .*Shape "
+                                             r"mismatch inside plate\('data'\).*index from the "
+                                             r"right \(Vindex\(locs\)\[\.\.\., assignment\]"):
+        testing.check_pair(mixture, guide, data)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bounds_ordered_passes_for_the_library_estimators(seed):
     bounds = testing.assert_bounds_ordered(model, guide, X, losses=("elbo", "iwae", "dreg", "vimco"),

@@ -6,6 +6,7 @@ import torch
 import pyro
 import pyro.distributions as dist
 import pyro.optim
+from pyro.infer.autoguide import AutoNormal
 
 from pyro_lvm import evaluate
 from pyro_lvm.checkpoint import load_checkpoint
@@ -339,6 +340,14 @@ def _mixture(x, num_data=None):
         pyro.sample("x", dist.Normal(2.0 * y - 1.0 + z, 1.0), obs=x)
 
 
+def _per_row_guide(x, num_data=None):
+    """q(z_n) = N(loc_n, 1) with a bare parameter per row, indexed by the plate's subsample
+    (positions in the batch under fit's minibatches)."""
+    loc = pyro.param("loc", torch.zeros(num_data or len(x)))
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))) as rows:
+        pyro.sample("z", dist.Normal(loc[rows], 1.0))
+
+
 PAIR_MISTAKES = {
     "a latent the guide does not sample": (
         dict(model=_model, guide=lambda x, num_data=None: None),
@@ -354,6 +363,13 @@ PAIR_MISTAKES = {
         dict(model=_model, guide=_unscaled_guide, batch_size=4),
         r"guide site 'z' carries scale 1 on a batch of 4 rows with num_data=12, expected "
         r"num_data / batch = 3: the guide ignores num_data"),
+    "a guide parameter per row, with batches smaller than N": (
+        dict(model=_model, guide=_per_row_guide, batch_size=6),
+        r"guide parameter 'loc' \(12,\) holds one entry per data row \(dim -1 has num_data = 12 "
+        r"entries\), but batches of 6 rows reach the pair without their row indices"),
+    "an AutoNormal over local latents, with batches smaller than N": (
+        dict(model=_model, guide=AutoNormal(_model), batch_size=4),
+        r"guide parameter 'AutoNormal.locs.z' \(12,\) holds one entry per data row"),
     "a model without the keyword num_data": (
         dict(model=lambda x: _model(x), guide=_guide),
         r"model must take the keyword num_data \(fit calls it as model\(\*batch, num_data=N\)"),
@@ -372,7 +388,9 @@ def test_the_same_pairs_written_or_trained_correctly_pass_the_door():
     for kwargs in (dict(model=_unscaled_model, guide=_unscaled_guide, batch_size=12),  # full batch
                    dict(model=_mixture, guide=_guide, loss="enum"),
                    dict(model=_mixture, guide=_guide, loss="iwae", num_particles=3),
-                   dict(model=_model, guide=_guide, batch_size=4)):
+                   dict(model=_model, guide=_guide, batch_size=4),
+                   dict(model=_model, guide=_per_row_guide, batch_size=12),  # per-row, full batch
+                   dict(model=_model, guide=AutoNormal(_model), batch_size=12)):
         history = fit(data=X12, **{"num_epochs": 2, "batch_size": 12, "progress": False, **kwargs})
         assert history.epoch == [1, 2] and all(math.isfinite(v) for v in history.loss)
 

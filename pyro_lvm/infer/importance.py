@@ -406,7 +406,17 @@ class ImportanceWeightedLoss(ELBO):
         computed: what :meth:`log_weights` reads."""
         if self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
-        return self._get_vectorized_trace(model, guide, args, kwargs)
+        try:
+            return self._get_vectorized_trace(model, guide, args, kwargs)
+        except ValueError as error:  # Pyro's shape errors do not say that particles are in play
+            if self.num_particles == 1:
+                raise
+            raise ValueError(
+                f"with K={self.num_particles} vectorised particles (a plate left of the model's "
+                f"plates): {error}\nA pair that runs with one particle but not with K likely "
+                "indexes or reshapes a latent from the left (locs[assignment], z[0], z[:, i]); "
+                "index from the right (Vindex(locs)[..., assignment], z[..., i]) so that the "
+                "particle dim broadcasts") from error
 
     def log_weights(self, model, guide, *args, **kwargs) -> LogWeights:
         """Draw K particles for each data point of ``args`` and return their :class:`LogWeights`."""

@@ -100,10 +100,11 @@ class DReG(ImportanceWeightedLoss):
     gradient keeps a zero-mean score-function term ``-sum_k w~_k grad_phi log q(z_k)``,
     whose noise makes its signal-to-noise ratio fall as K grows (Rainforth et al. 2018),
     while DReG's estimator has no such term and tends to zero (Tucker et al. 2019, sec. 4).
-    Far from the posterior nothing is promised: on the README's factor model, at K = 5 and
-    K = 50, the encoder-gradient variance (mean over elements, 200 draws) was 1.0 and 1.1
-    times IWAE's at initialisation, and 0.11 and 0.016 times IWAE's after 100 epochs of
-    training.  Needs every guide site reparameterisable.
+    Far from the posterior nothing is promised: on the factor model of the own-pair guide
+    (``docs/guides/own_pair.rst``), at K = 5 and K = 50, the encoder-gradient variance
+    (mean over elements, 200 draws) was 1.0 and 1.1 times IWAE's at initialisation, and
+    0.11 and 0.016 times IWAE's after 100 epochs of training.  Needs every guide site
+    reparameterisable.
 
     Implementation: one pass; the surrogate ``-s sum w~_k log w_k`` gives the
     model gradient, and a hook on each guide sample multiplies the pathwise

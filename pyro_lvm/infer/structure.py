@@ -13,6 +13,10 @@ them with its other findings.
 * :func:`scale_problems`: with ``num_data = N`` and a batch of ``B < N`` rows, every site in
   the data plate must carry the scale ``N / B`` (times the factors of other subsampled
   plates), in the model and in the guide.
+* :func:`per_row_param_problems`: with a batch of ``B < N`` rows, a guide parameter holding
+  one entry per data row (a bare ``pyro.param`` of N rows, an ``AutoNormal`` over local
+  latents): the rows reach the pair without their indices, so the plate's subsample indices
+  (positions in the batch, or a draw of the plate's own) pick entries of other rows.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pyro.poutine.util import site_is_subsample
 
 from .importance import PARTICLE_PLATE
 
-__all__ = ["missing_latents", "scale_problems", "trace_pair"]
+__all__ = ["missing_latents", "per_row_param_problems", "scale_problems", "trace_pair"]
 
 
 def trace_pair(model, guide, *args, **kwargs) -> tuple:
@@ -110,4 +114,48 @@ def scale_problems(model_trace, guide_trace, batch: int, num_data: int) -> list:
                 f"{who} {cause}; open plate '{plate.name}' as pyro.plate('{plate.name}', "
                 "num_data, subsample=rows) (or pyro_lvm.models.common.data_plate(x, num_data)), "
                 "so minibatch losses estimate the full-data one")
+    return problems
+
+
+def _row_dims(site, plate_dims) -> list:
+    """The dims of a param site's value that would index the data rows: the data plate's dim
+    moved left by the ``event_dim`` it was declared with, or (declared without one) the
+    plate's dim and every dim left of it."""
+    ndim, event_dim = site["value"].dim(), site["kwargs"].get("event_dim")
+    dims = {p - event_dim for p in plate_dims} if event_dim is not None else \
+        set(range(-ndim, max(plate_dims) + 1))
+    return sorted(d for d in dims if -ndim <= d < 0)
+
+
+def per_row_param_problems(guide_trace, batch: int, num_data: int) -> list:
+    """One line per guide parameter with one entry per data row, on a trace of ``batch < num_data``
+    rows called with ``num_data``.
+
+    The data plate is the guide's vectorised plate of ``batch`` of ``num_data`` rows; a
+    parameter is per-row when a dim that would index that plate (its dim, moved left by the
+    parameter's ``event_dim``; any dim from there leftwards when none is declared) has
+    ``num_data`` entries.  Module parameters (``name$$$...``) are left out: a module's
+    tensors are weights shared by all rows (the library's per-row guides check their rows
+    themselves).  :func:`~pyro_lvm.train.fit` passes a batch's rows without their indices,
+    so such a parameter would be matched to rows by position in the batch (a plate given
+    ``subsample=torch.arange(B)``) or by the plate's own random draw (``subsample_size``, as
+    an autoguide builds it), never by identity."""
+    plate_dims = {f.dim for s in _sample_sites(guide_trace) for f in s["cond_indep_stack"]
+                  if f.vectorized and f.name != PARTICLE_PLATE and f.dim is not None
+                  and f.size == batch and f.full_size == num_data}
+    if not plate_dims:
+        return []
+    problems = []
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "param" or "$$$" in name:
+            continue
+        shape = tuple(site["value"].shape)
+        dims = [d for d in _row_dims(site, plate_dims) if shape[d] == num_data]
+        if dims:
+            problems.append(
+                f"guide parameter '{name}' {shape} holds one entry per data row (dim {dims[0]} "
+                f"has num_data = {num_data} entries), but batches of {batch} rows reach the pair "
+                "without their row indices, so its entries would be matched to rows by position "
+                "in the batch (or by the plate's own random draw), not by identity: train with "
+                f"batch_size >= {num_data} (every step then sees all rows in their order)")
     return problems
