@@ -24,6 +24,13 @@ Per-point estimates conditional on one guide draw of the globals are not provide
 ``log p(x_n, z_nk) = log sum_y p(x_n, y, z_nk)``, at every K (in the data plate, or outside
 every plate; :mod:`pyro_lvm.infer.importance`); other enumerated sites are refused naming them.
 
+**Masks**: a latent that the guide scores on elements where the model observes it
+(``obs_mask``: an M2 guide sampling the label on every row while the model observes it on the
+labelled ones), or the other way round, would make every weight count different elements in
+``log p`` and ``log q``.  Each call compares the masks once, on the traces of its first pass
+(its first block of rows; :func:`~pyro_lvm.infer.structure.mask_problems`), and refuses such a
+pair with a ``ValueError`` naming the site.
+
 **Parameters**: every pass runs on a param store of its own (:mod:`pyro_lvm.params`): modules
 are scored as they are, bare ``pyro.param`` sites at their values in Pyro's store.  A bare
 site the store does not hold is scored at its initial value, with a ``UserWarning`` naming it.
@@ -43,6 +50,7 @@ from pyro import poutine
 from .checks import check_callable, check_model_data, check_size, checked_values
 from . import ais
 from .infer import IWAE
+from .infer.structure import mask_problems
 from .params import isolated_param_store
 
 __all__ = ["WeightChunk", "ais_log_likelihood", "bdmc", "cluster_accuracy", "elbo",
@@ -89,15 +97,29 @@ def _chunks(model, guide, tensors, num_samples, batch_size, max_elements, return
                        return_sites)
 
 
-def _one_pass(estimator, model, guide, tensors, kwargs):
+def _one_pass(estimator, model, guide, tensors, kwargs, first=False):
     """The weights of one chunk.  A store of its own: the modules' parameters are scored,
     never another model's that happens to share their names in the global store (or a
     training run's).  Values were checked at the door: the model and guide bodies check
     shapes only.  Entered per pass, so that the caller's code between chunks runs in its
-    own state (store, gradient mode)."""
+    own state (store, gradient mode).  On the ``first`` pass of a call, the pair's masks
+    are compared on the traces drawn for the weights (:func:`_check_masks`)."""
     with isolated_param_store() as store, checked_values(), torch.no_grad():
-        weights = estimator.log_weights(model, guide, *tensors, **kwargs)
+        traces = estimator.traces(model, guide, *tensors, **kwargs)
+        if first:
+            _check_masks(*traces)
+        weights = estimator.log_weights_of(*traces)
     return weights, store.initialised
+
+
+def _check_masks(model_trace, guide_trace) -> None:
+    """Refuse a latent scored by the guide where the model masks it out (observed there, e.g.
+    by ``obs_mask``), or the other way round (:func:`~pyro_lvm.infer.structure.mask_problems`):
+    every weight would count different elements in ``log p`` and ``log q``."""
+    problems = mask_problems(model_trace, guide_trace)
+    if problems:
+        raise ValueError(f"the model/guide pair cannot be evaluated as it is ({len(problems)} "
+                         "problem(s)):\n  - " + "\n  - ".join(problems))
 
 
 def _warn_initialised(names) -> None:
@@ -117,12 +139,12 @@ def _passes(model, guide, tensors, n, num_samples, batch_size, per_pass, kwargs,
         rows = slice(start, min(n, start + batch_size))
         done = 0
         while done < num_samples:
-            k = min(per_pass, num_samples - done)
+            k, first = min(per_pass, num_samples - done), start == done == 0  # once per call
             if k not in estimators:  # one per chunk size, sharing the plate nesting
                 estimators[k] = IWAE(num_particles=k, max_plate_nesting=nesting)
             weights, initialised = _one_pass(estimators[k], model, traced,
-                                             [t[rows] for t in tensors], kwargs)
-            if initialised and start == done == 0:  # once per call
+                                             [t[rows] for t in tensors], kwargs, first)
+            if initialised and first:
                 _warn_initialised(initialised)
             nesting = weights.num_plates - 1  # the model's plates, without the particles
             if weights.data_dim is None and rows != slice(0, n):
@@ -256,8 +278,10 @@ def log_likelihood(model, guide, *x, num_samples: int = 5000, batch_size=None,
         once per block for many particles.
     :param int max_elements: bound on particles x points x features per pass.
     :raises ValueError: ``num_samples``, ``batch_size`` or ``max_elements`` not an integer
-        >= 1, data that are empty, NaN/inf or of unequal N, or a pair with global latents
-        split into several row blocks.
+        >= 1, data that are empty, NaN/inf or of unequal N, a pair with global latents
+        split into several row blocks, or a latent scored by the guide where the model masks
+        it out (observed there, e.g. by ``obs_mask``) or the other way round (module
+        docstring).
     """
     x, num_samples, batch_size, max_elements = _checked(model, guide, _data(x), num_samples,
                                                         batch_size, max_elements)

@@ -62,7 +62,7 @@ from pyro.util import check_model_guide_match, check_site_shape
 from .checks import check_callable, check_model_data, check_positive, check_size, checked_values
 from .infer import IWAE, resolve_loss
 from .infer.importance import data_plate_name, log_weights_from_traces, plates_by_site
-from .infer.structure import scale_problems, trace_pair
+from .infer.structure import mask_problems, scale_problems, trace_pair
 from .params import isolated_param_store, traced_params
 
 __all__ = ["check_pair", "assert_bounds_ordered", "assert_gradients_agree", "assert_unbiased",
@@ -191,42 +191,6 @@ def _support_problems(model_trace, guide_trace) -> list:
             continue
         problems.append(f"site '{name}': the guide's support {guide_fn.support} differs from "
                         f"the model's {model_fn.support}")
-    return problems
-
-
-def _mask(site) -> torch.Tensor:
-    """The elements of a site that count: its ``poutine.mask`` and a masked distribution's."""
-    mask = torch.ones(site["fn"].batch_shape, dtype=torch.bool)
-    for m in (site["mask"], getattr(site["fn"], "_mask", None)):
-        if m is not None:
-            mask = mask & torch.as_tensor(m, dtype=torch.bool, device=mask.device).cpu()
-    return mask
-
-
-def _mask_problems(model_trace, guide_trace) -> list:
-    """A latent scored by the guide where the model masks it out (there it is observed,
-    e.g. by ``obs_mask``), or the other way round: ``log q`` and ``log p`` then count
-    different elements, and every bound is off (too high in the first case)."""
-    problems = []
-    for name, site in guide_trace.nodes.items():
-        model_site = model_trace.nodes.get(name)
-        if site["type"] != "sample" or model_site is None or model_site["is_observed"] or \
-                site_is_subsample(site) or (site["mask"] is None and model_site["mask"] is None
-                                            and not hasattr(site["fn"], "_mask")
-                                            and not hasattr(model_site["fn"], "_mask")):
-            continue
-        try:
-            q, p = torch.broadcast_tensors(_mask(site), _mask(model_site))
-        except RuntimeError:  # shapes disagree: Pyro's match check names it
-            continue
-        for count, where, other in ((int((q & ~p).sum()), "guide", "model"),
-                                    (int((p & ~q).sum()), "model", "guide")):
-            if count:
-                problems.append(
-                    f"site '{name}' is scored by the {where} on {count} element(s) where the "
-                    f"{other} masks it out (there it is observed, e.g. by obs_mask): log p and "
-                    f"log q count different elements, so every bound is wrong; mask the "
-                    f"{where}'s site the same way (poutine.mask(mask=...) or .mask(...))")
     return problems
 
 
@@ -372,7 +336,9 @@ def check_pair(model, guide, *data, per_point: bool = False, num_particles: int 
       support give ``log p = -inf`` or NaN); a point mass (``dist.Delta``, ``AutoDelta``)
       only when its value lies outside the model's support;
     * a latent scored by the guide where the model masks it out (observed there, as
-      ``obs_mask`` does for some rows), or the other way round;
+      ``obs_mask`` does for some rows), or the other way round
+      (:func:`~pyro_lvm.infer.structure.mask_problems`, which ``fit`` and ``evaluate``
+      refuse too);
     * Pyro's ``check_site_shape``: batch dims not declared by a plate or ``.to_event``;
     * under a subsampled plate, a guide parameter with a dim of the full data size
       that was not declared local (``pyro.param(..., event_dim=...)`` inside the plate),
@@ -416,7 +382,7 @@ def _pair_problems(model, guide, data, kwargs, per_point, num_particles) -> list
     single_guide = guide_trace
     model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
     problems += _support_problems(model_trace, guide_trace)
-    problems += _mask_problems(model_trace, guide_trace)
+    problems += mask_problems(model_trace, guide_trace)
     shapes = (_shape_problems(model_trace, "model", nesting, enum_dims) if enum_dims else
               _shape_problems(model_trace, "model")) + _shape_problems(guide_trace, "guide")
     problems += shapes

@@ -10,7 +10,8 @@ what the model declares it takes (:func:`~pyro_lvm.checks.check_model_inputs`); 
 draws each batch's first tensor anew from such data (dynamic binarization of grey levels in
 [0, 1]), so the door checks the data as given, whatever the transform.  Then one trace of the
 first batch, in a param store of its own, checks the pair: every model latent sampled by the
-guide (or enumerated, for a loss that sums it out) and, when batches are smaller than N, a data
+guide (or enumerated, for a loss that sums it out), on the elements where the model does not
+observe it (``obs_mask``) and only there, and, when batches are smaller than N, a data
 plate that scales by ``N / B`` and no guide parameter with one entry per row
 (:mod:`pyro_lvm.infer.structure`).  The pair's stale module
 entries and baselines are removed from Pyro's store, nothing else (:mod:`pyro_lvm.params`).  The epochs run inside
@@ -52,7 +53,8 @@ from .checkpoint import check_resumable, load_checkpoint, rng_state, save_checkp
 from .checks import (check_callable, check_model_inputs, check_positive, check_size, check_tensors,
                      checked_values)
 from .infer import ImportanceWeightedLoss, make_loss
-from .infer.structure import missing_latents, per_row_param_problems, scale_problems, trace_pair
+from .infer.structure import (mask_problems, missing_latents, per_row_param_problems,
+                              scale_problems, trace_pair)
 from .params import isolated_param_store, take_ownership, traced_params
 
 __all__ = ["History", "decaying_adam", "fit"]
@@ -125,10 +127,11 @@ def _check_takes_num_data(name, fn) -> None:
 def _check_pair(model, guide, run: "_Run", loss_fn) -> tuple:
     """fit's door, on the pair itself: one trace of the first batch (``num_data = N``), in a
     param store of its own, refusing a model latent the guide does not sample and the loss
-    does not enumerate (Pyro only warns) and, when batches are smaller than N, a data plate
-    that ignores ``num_data`` or a guide parameter with one entry per row
-    (:mod:`pyro_lvm.infer.structure`); a model or guide without
-    the keyword ``num_data`` is refused before (:func:`_check_takes_num_data`).
+    does not enumerate (Pyro only warns), a latent scored by the guide where the model masks
+    it out (observed there, e.g. by ``obs_mask``) or the other way round, and, when batches
+    are smaller than N, a data plate that ignores ``num_data`` or a guide parameter with one
+    entry per row (:mod:`pyro_lvm.infer.structure`); a model or guide without the keyword
+    ``num_data`` is refused before (:func:`_check_takes_num_data`).
 
     :returns: ``(param_names, guide_site_names)`` of the pair, for :func:`take_ownership`.
     :raises ValueError: listing every problem found.
@@ -139,6 +142,7 @@ def _check_pair(model, guide, run: "_Run", loss_fn) -> tuple:
         model_trace, guide_trace = trace_pair(model, guide, *batch, num_data=run.num_data)
     enumerates = isinstance(loss_fn, (TraceEnum_ELBO, ImportanceWeightedLoss))
     problems = missing_latents(model_trace, guide_trace, enumerates)
+    problems += mask_problems(model_trace, guide_trace)
     if run.batch_size < run.num_data:
         problems += scale_problems(model_trace, guide_trace, run.batch_size, run.num_data)
         problems += per_row_param_problems(guide_trace, run.batch_size, run.num_data)

@@ -1,6 +1,11 @@
-"""Small real data sets and fitted shallow models shared by the tests."""
+"""Small real data sets, fitted shallow models and small user pairs shared by the tests."""
 
+import math
+
+import pyro
+import pyro.distributions as dist
 import torch
+from pyro import poutine
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
@@ -51,3 +56,34 @@ def imperfect_guide(model, x, shift=0.4, widen=1.5):
         guide.linear.bias.copy_(exact.linear.bias + shift)
         guide.raw_scale.copy_(torch.log(torch.expm1(widen * cov.diagonal().sqrt())))
     return guide
+
+
+# M2 (Kingma et al. 2014) in one dimension: p(y) = 1/2 on {0, 1}, x | y ~ N(2y - 1, 1); the
+# label is observed on the labelled rows (obs_mask) and latent on the others.
+M2_DATA = (torch.tensor([-1.0, 2.0, 1.5, -0.5, 1.0, -2.0, 0.0, 3.0]),
+           torch.tensor([0, 1, 1, 0, 1, 0, 0, 1]),
+           torch.tensor([True, True, False, False, True, False, True, False]))
+
+
+def m2_model(x, labels, labelled, num_data=None):
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+        y = pyro.sample("y", dist.Categorical(torch.tensor([0.5, 0.5])), obs=labels,
+                        obs_mask=labelled)
+        pyro.sample("x", dist.Normal(2.0 * y - 1.0, 1.0), obs=x)
+
+
+def m2_guide(x, labels, labelled, num_data=None, mask=None):
+    """q(y_n | x_n) = Bernoulli(sigmoid(a x_n)) on the unlabelled rows; ``mask``: the rows
+    it is scored on instead (to get it wrong)."""
+    a = pyro.param("a", torch.tensor(1.0))
+    probs = torch.stack([torch.sigmoid(-a * x), torch.sigmoid(a * x)], -1)
+    with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))), \
+            poutine.mask(mask=~labelled if mask is None else mask):
+        pyro.sample("y_unobserved", dist.Categorical(probs))
+
+
+def m2_log_likelihood(x, labels, labelled):
+    """Exact ``log p(x_n, y_n)`` on labelled rows, ``log sum_y p(x_n, y)`` on the others, (N,)."""
+    joint = torch.stack([dist.Normal(-1.0, 1.0).log_prob(x), dist.Normal(1.0, 1.0).log_prob(x)],
+                        -1) - math.log(2.0)
+    return torch.where(labelled, joint.gather(-1, labels[:, None])[:, 0], joint.logsumexp(-1))

@@ -1,3 +1,4 @@
+import functools
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import pyro.distributions as dist
 import pyro.optim
 from pyro.infer.autoguide import AutoNormal
 
+from helpers import M2_DATA, m2_guide, m2_model
 from pyro_lvm import evaluate
 from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.checks import check_values
@@ -370,6 +372,17 @@ PAIR_MISTAKES = {
     "an AutoNormal over local latents, with batches smaller than N": (
         dict(model=_model, guide=AutoNormal(_model), batch_size=4),
         r"guide parameter 'AutoNormal.locs.z' \(12,\) holds one entry per data row"),
+    "a guide scoring the label on every row, also where the model observes it": (
+        dict(model=m2_model, guide=functools.partial(m2_guide, mask=True), data=M2_DATA),
+        r"1 problem\(s\)\):\n  - site 'y_unobserved' is scored by the guide on 4 element\(s\) "
+        r"where the model masks it out \(there it is observed, e.g. by obs_mask\): log p and "
+        r"log q count different elements, so every bound is wrong; mask the guide's site the "
+        r"same way \(poutine.mask\(mask=...\) or .mask\(...\)\)$"),
+    "a guide scoring the label on the labelled rows only (the mask inverted)": (
+        dict(model=m2_model, guide=functools.partial(m2_guide, mask=M2_DATA[2]), data=M2_DATA),
+        r"(?s)2 problem\(s\)\):\n  - site 'y_unobserved' is scored by the guide on 4 element\(s\) "
+        r"where the model masks it out.*\n  - site 'y_unobserved' is scored by the model on 4 "
+        r"element\(s\) where the guide masks it out .*mask the model's site the same way"),
     "a model without the keyword num_data": (
         dict(model=lambda x: _model(x), guide=_guide),
         r"model must take the keyword num_data \(fit calls it as model\(\*batch, num_data=N\)"),
@@ -380,7 +393,7 @@ PAIR_MISTAKES = {
 def test_the_door_of_fit_refuses_a_pair_that_would_train_silently_wrong(mistake):
     kwargs, message = PAIR_MISTAKES[mistake]
     with pytest.raises(ValueError, match=message):
-        fit(data=X12, **{"num_epochs": 1, "batch_size": 12, "progress": False, **kwargs})
+        fit(**{"data": X12, "num_epochs": 1, "batch_size": 12, "progress": False, **kwargs})
     assert list(pyro.get_param_store().keys()) == []  # refused before any training
 
 
@@ -390,8 +403,11 @@ def test_the_same_pairs_written_or_trained_correctly_pass_the_door():
                    dict(model=_mixture, guide=_guide, loss="iwae", num_particles=3),
                    dict(model=_model, guide=_guide, batch_size=4),
                    dict(model=_model, guide=_per_row_guide, batch_size=12),  # per-row, full batch
-                   dict(model=_model, guide=AutoNormal(_model), batch_size=12)):
-        history = fit(data=X12, **{"num_epochs": 2, "batch_size": 12, "progress": False, **kwargs})
+                   dict(model=_model, guide=AutoNormal(_model), batch_size=12),
+                   dict(model=m2_model, guide=m2_guide, data=M2_DATA),
+                   dict(model=m2_model, guide=m2_guide, data=M2_DATA, batch_size=4)):
+        history = fit(**{"data": X12, "num_epochs": 2, "batch_size": 12, "progress": False,
+                         **kwargs})
         assert history.epoch == [1, 2] and all(math.isfinite(v) for v in history.loss)
 
 

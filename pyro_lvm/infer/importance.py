@@ -420,7 +420,11 @@ class ImportanceWeightedLoss(ELBO):
 
     def log_weights(self, model, guide, *args, **kwargs) -> LogWeights:
         """Draw K particles for each data point of ``args`` and return their :class:`LogWeights`."""
-        model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
+        return self.log_weights_of(*self.traces(model, guide, *args, **kwargs))
+
+    def log_weights_of(self, model_trace, guide_trace) -> LogWeights:
+        """The :class:`LogWeights` of traces drawn by :meth:`traces`, for a caller that reads
+        the traces too (:mod:`pyro_lvm.evaluate` checks the pair's masks on its first pass)."""
         particles = self.num_particles > 1
         num_plates = self.max_plate_nesting + (0 if particles else 1)
         return log_weights_from_traces(model_trace, guide_trace, num_plates,

@@ -1,15 +1,20 @@
 """What every loss needs of a model/guide pair, read from one trace of it.
 
-Two mistakes in a user's pair train without a word from Pyro (at most a warning) and give
-wrong numbers: a model latent the guide does not sample (every loss then draws it from the
-prior inside the model), and a data plate that ignores ``num_data`` (the minibatch loss is
-then not an estimate of the full-data one).  :func:`~pyro_lvm.train.fit` calls these checks
-once at its door, on one trace of its first batch; :func:`pyro_lvm.testing.check_pair` lists
-them with its other findings.
+Mistakes in a user's pair that train and evaluate without a word from Pyro (at most a
+warning) and give wrong numbers: a model latent the guide does not sample (every loss then
+draws it from the prior inside the model), a latent the guide scores on elements where the
+model observes it (``log q`` and ``log p`` count different elements), and a data plate that
+ignores ``num_data`` (the minibatch loss is then not an estimate of the full-data one).
+:func:`~pyro_lvm.train.fit` calls these checks once at its door, on one trace of its first
+batch; :mod:`pyro_lvm.evaluate` calls :func:`mask_problems` once per call, on the trace of its
+first pass; :func:`pyro_lvm.testing.check_pair` lists them with its other findings.
 
 * :func:`trace_pair`: the guide's trace and the model's replayed against it.
 * :func:`missing_latents`: model latents the guide neither samples nor (with a loss that
   enumerates) sums out.
+* :func:`mask_problems`: a latent scored by the guide on elements where the model masks it
+  out (there it is observed, e.g. by ``obs_mask``: the M2 label of a labelled row), or the
+  other way round.
 * :func:`scale_problems`: with ``num_data = N`` and a batch of ``B < N`` rows, every site in
   the data plate must carry the scale ``N / B`` (times the factors of other subsampled
   plates), in the model and in the guide.
@@ -30,7 +35,8 @@ from pyro.poutine.util import site_is_subsample
 
 from .importance import PARTICLE_PLATE
 
-__all__ = ["missing_latents", "per_row_param_problems", "scale_problems", "trace_pair"]
+__all__ = ["mask_problems", "missing_latents", "per_row_param_problems", "scale_problems",
+           "trace_pair"]
 
 
 def trace_pair(model, guide, *args, **kwargs) -> tuple:
@@ -71,6 +77,56 @@ def missing_latents(model_trace, guide_trace, enumerates: bool) -> list:
                 "draw it from the prior inside the model (Pyro only warns); sample it in the "
                 "guide under the same name, or mark it infer={'enumerate': 'parallel'} for an "
                 "enumerating loss")
+    return problems
+
+
+def _mask(site) -> torch.Tensor:
+    """The elements of a site that count, ``site["fn"].batch_shape``: its ``poutine.mask``
+    and a masked distribution's (``.mask(...)``, ``obs_mask``)."""
+    mask = torch.ones(site["fn"].batch_shape, dtype=torch.bool, device=site["value"].device)
+    for m in (site["mask"], getattr(site["fn"], "_mask", None)):
+        if m is not None:
+            mask = mask & torch.as_tensor(m, dtype=torch.bool, device=mask.device)
+    return mask
+
+
+def _is_masked(site) -> bool:
+    return site["mask"] is not None or hasattr(site["fn"], "_mask")
+
+
+def _per_element(wrong: torch.Tensor, site) -> torch.Tensor:
+    """``wrong`` without the particle dim (an element is wrong when it is for any particle),
+    so that counts are of data elements at any K."""
+    dims = [f.dim for f in site["cond_indep_stack"] if f.name == PARTICLE_PLATE]
+    return wrong.any(dims[0]) if dims and -dims[0] <= wrong.dim() else wrong
+
+
+def mask_problems(model_trace, guide_trace) -> list:
+    """One line per latent that the guide scores on elements where the model masks it out
+    (there it is observed, e.g. by ``obs_mask``, which masks the model's ``name_unobserved``
+    site to the unobserved elements), or the model where the guide masks it out: ``log q`` and
+    ``log p`` then count different elements, and every bound is off (too high in the first
+    case: an M2 guide that samples the label on every row while the model observes it on the
+    labelled rows).  Traces of one particle or of K vectorised ones (counted once per element);
+    sites whose shapes disagree are left to Pyro's ``check_model_guide_match``."""
+    problems = []
+    for name, site in guide_trace.nodes.items():
+        model_site = model_trace.nodes.get(name)
+        if site["type"] != "sample" or site_is_subsample(site) or model_site is None or \
+                model_site["is_observed"] or not (_is_masked(site) or _is_masked(model_site)):
+            continue
+        try:
+            q, p = torch.broadcast_tensors(_mask(site), _mask(model_site))
+        except RuntimeError:
+            continue
+        for wrong, where, other in ((q & ~p, "guide", "model"), (p & ~q, "model", "guide")):
+            count = int(_per_element(wrong, site).sum())
+            if count:
+                problems.append(
+                    f"site '{name}' is scored by the {where} on {count} element(s) where the "
+                    f"{other} masks it out (there it is observed, e.g. by obs_mask): log p and "
+                    f"log q count different elements, so every bound is wrong; mask the "
+                    f"{where}'s site the same way (poutine.mask(mask=...) or .mask(...))")
     return problems
 
 
