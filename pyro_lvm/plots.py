@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
@@ -30,6 +31,8 @@ def plot_curves(curves: dict, path, xlabel="epoch", ylabel="nats per image", tit
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (xs, ys) in curves.items():
         ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    if all(float(x).is_integer() for xs, _ in curves.values() for x in xs):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, K: no 2.5 ticks
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
