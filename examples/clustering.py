@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import normalized_mutual_info_score
 from tqdm.auto import tqdm
@@ -62,6 +63,7 @@ from pyro_lvm.report import write_metrics
 from pyro_lvm.train import decaying_adam, fit
 
 PARTS = ("pca", "vae", "vade", "m2")
+ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,7 +82,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive_int, default=30, help="MixtureVAE epochs")
     parser.add_argument("--lr", type=positive_float, default=2e-3)
     parser.add_argument("--m2-epochs", type=positive_int, default=10)
-    parser.add_argument("--m2-lr", type=positive_float, default=3e-3)
+    parser.add_argument("--m2-lr", type=positive_float, default=3e-3,
+                        help="M2's first step size, decaying to a tenth of it by the last epoch")
+    parser.add_argument("--m2-batch-size", type=positive_int, default=200)
+    parser.add_argument("--m2-z-dim", type=positive_int, default=50)
+    parser.add_argument("--m2-hidden", type=positive_int, nargs="+", default=[500],
+                        help="hidden widths of M2's q(z | x, y) (the decoder mirrors them)")
+    parser.add_argument("--m2-classifier", type=positive_int, nargs="+", default=[500],
+                        help="hidden widths of M2's classifier q(y | x)")
+    parser.add_argument("--m2-activation", choices=sorted(ACTIVATIONS), default="softplus")
     parser.add_argument("--labels-per-class", type=positive_int, default=10)
     parser.add_argument("--label-repeats", type=positive_int, default=60)
     parser.add_argument("--alpha", type=positive_float, default=0.1,
@@ -201,14 +211,16 @@ def train_m2(args, images, labels, x_test, test_labels, out) -> dict:
     x, y, labelled = labelled_split(args, images, labels)
     alpha = args.alpha * len(x) / int(labelled.sum())  # the paper's alpha = 0.1 N per labelled row
     torch.manual_seed(args.seed)
-    m = SemiSupervisedVAE(z_dim=50, hidden_dims=(500,), classifier_dims=(500,), alpha=alpha)
+    m = SemiSupervisedVAE(z_dim=args.m2_z_dim, hidden_dims=args.m2_hidden, alpha=alpha,
+                          classifier_dims=args.m2_classifier,
+                          activation=ACTIVATIONS[args.m2_activation])
 
     def callback(epoch, history):
         return {"test_error": (m.classify(x_test) != test_labels).float().mean().item()}
 
     history = fit(m.model, m.guide, (x, y, labelled), loss="enum",
                   optim=decaying_adam(args.m2_lr, args.m2_lr / 10, args.m2_epochs),
-                  num_epochs=args.m2_epochs, batch_size=200, transform=binarize, seed=args.seed,
+                  num_epochs=args.m2_epochs, batch_size=args.m2_batch_size, transform=binarize, seed=args.seed,
                   callback=callback)
     analogies(m, x_test, test_labels, out / "m2_analogies.png")
     return {"test_error": history.metrics[-1]["test_error"], "alpha_per_labelled_row": alpha,
