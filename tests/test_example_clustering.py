@@ -25,7 +25,8 @@ def test_main_writes_every_part_and_returns_its_metrics(tmp_path):
     written = _load().main([
         "--train-size", "600", "--test-size", "200", "--pca-rows", "600", "--pca-dims", "5",
         "--max-components", "3", "--n-init", "1", "--pretrain-epochs", "1", "--epochs", "1",
-        "--m2-epochs", "1", "--label-repeats", "2", "--log-px-samples", "2", "--out", str(tmp_path)])
+        "--m2-epochs", "1", "--label-repeats", "2", "--alpha", "0.1", "--log-px-samples", "2",
+        "--out", str(tmp_path)])
     assert json.loads((tmp_path / "metrics.json").read_text()) == written
     for picture in ("bic.png", "vade_clusters.png", "m2_analogies.png"):
         assert (tmp_path / picture).stat().st_size > 0
