@@ -24,7 +24,7 @@ importance-sampled bound with --log-px-samples draws (nats per image, fixed bina
 Writes metrics.json (the table of methods, also printed; what :func:`main` returns) and the
 pictures of the parts run (bic.png, vade_clusters.png, m2_analogies.png) into --out.
 
-Run time on a 2-core CPU, one thread: ``pca`` about 1 min (BIC over K = 1 .. 20, 10 starts
+Run time on a 2-core CPU, one thread: ``pca`` 8 CPU min (BIC over K = 1 .. 20, 10 starts
 each); ``vae`` (10 epochs) 8 CPU min; ``vade`` 25 epochs 18 CPU min; ``m2`` (6 epochs) 18 CPU
 min, 22 min wall; ``--train-size 600 --test-size 200`` with one epoch each, about 1 min.
 
