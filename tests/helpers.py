@@ -3,13 +3,16 @@
 import math
 
 import pyro
+import pytest
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
-from pyro_lvm.models import ppca
+from pyro_lvm.data import binarize
+from pyro_lvm.models import VAE, ppca
+from pyro_lvm.train import fit
 
 
 def digits(dtype=torch.float64):
@@ -87,3 +90,29 @@ def m2_log_likelihood(x, labels, labelled):
     joint = torch.stack([dist.Normal(-1.0, 1.0).log_prob(x), dist.Normal(1.0, 1.0).log_prob(x)],
                         -1) - math.log(2.0)
     return torch.where(labelled, joint.gather(-1, labels[:, None])[:, 0], joint.logsumexp(-1))
+
+
+def assert_refused(call, words):
+    """``call()`` raises a ValueError whose message matches ``words``, with Pyro's validation
+    off: the library's door checks must not depend on Pyro's switch."""
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match=words):
+            call()
+
+
+def small_vae(hidden=16, name=None, seed=0):
+    """A VAE of z 4 and one hidden layer, seeded: quick to train on MNIST-shaped rows."""
+    torch.manual_seed(seed)
+    return VAE(z_dim=4, hidden_dims=(hidden,), name=name)
+
+
+def grey_images(n=64, seed=1):
+    """``(n, 784)`` uniform grey levels, seeded."""
+    return torch.rand(n, 784, generator=torch.Generator().manual_seed(seed))
+
+
+def fit_briefly(vae, x, **kwargs):
+    """``fit`` one epoch of batches of 32 (dynamic binarization, no progress bar)."""
+    kwargs = {"num_epochs": 1, "batch_size": 32, "lr": 1e-2, "transform": binarize, "progress": False,
+              **kwargs}
+    return fit(vae.model, vae.guide, x, **kwargs)

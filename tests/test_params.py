@@ -8,26 +8,11 @@ import torch
 import pyro
 from pyro.distributions import constraints
 
+from helpers import fit_briefly, grey_images, small_vae
 from pyro_lvm import evaluate
 from pyro_lvm.data import binarize
 from pyro_lvm.models import VAE, ppca
 from pyro_lvm.params import isolated_param_store, register, take_ownership
-from pyro_lvm.train import fit
-
-
-def _vae(hidden=16, name=None, seed=0):
-    torch.manual_seed(seed)
-    return VAE(z_dim=4, hidden_dims=(hidden,), name=name)
-
-
-def _x(n=64, seed=1):
-    return torch.rand(n, 784, generator=torch.Generator().manual_seed(seed))
-
-
-def _fit(vae, x, **kwargs):
-    kwargs = {"num_epochs": 1, "batch_size": 32, "lr": 1e-2, "transform": binarize, "progress": False,
-              **kwargs}
-    return fit(vae.model, vae.guide, x, **kwargs)
 
 
 def _elbo(vae, x):
@@ -37,13 +22,13 @@ def _elbo(vae, x):
 
 def test_two_models_trained_one_after_the_other_keep_their_own_weights():
     # Before: both were "vae" in Pyro's store, so fitting B gave B A's tensors (A's were lost).
-    x = binarize(_x())
-    a = _vae(seed=0)
-    _fit(a, x)
+    x = binarize(grey_images())
+    a = small_vae(seed=0)
+    fit_briefly(a, x)
     trained_a = {k: v.detach().clone() for k, v in a.state_dict().items()}
     score_a = _elbo(a, x)
-    b = _vae(seed=1)
-    _fit(b, x, seed=3)
+    b = small_vae(seed=1)
+    fit_briefly(b, x, seed=3)
     assert a.encoder[0].weight is not b.encoder[0].weight
     assert all(torch.equal(v, a.state_dict()[k]) for k, v in trained_a.items())
     assert torch.equal(_elbo(a, x), score_a)  # A scores as it did before B was trained
@@ -52,10 +37,10 @@ def test_two_models_trained_one_after_the_other_keep_their_own_weights():
 
 def test_evaluate_scores_the_model_it_is_given_not_a_trained_one_in_the_store():
     # Before: a new VAE(hidden 64) took the trained hidden-32 encoder in place and scored like it.
-    x = binarize(_x())
-    trained = _vae(hidden=32, name="vae")
-    _fit(trained, x)
-    fresh = _vae(hidden=64, name="vae", seed=2)
+    x = binarize(grey_images())
+    trained = small_vae(hidden=32, name="vae")
+    fit_briefly(trained, x)
+    fresh = small_vae(hidden=64, name="vae", seed=2)
     init = fresh.encoder[0].weight.detach().clone()
     score = _elbo(fresh, x)
     assert fresh.encoder[0].weight.shape == (64, 784) and torch.equal(fresh.encoder[0].weight, init)
@@ -66,10 +51,10 @@ def test_evaluate_scores_the_model_it_is_given_not_a_trained_one_in_the_store():
 
 def test_registering_over_a_stale_parameter_of_another_shape_is_an_error():
     # Before: pyro.module silently replaced the module's (64, 784) weight by the stored (32, 784).
-    x = binarize(_x(8))
-    old = _vae(hidden=32, name="m")
+    x = binarize(grey_images(8))
+    old = small_vae(hidden=32, name="m")
     old.guide(x)  # registers m_encoder$$$... in the global store, as a hand-written SVI loop does
-    new = _vae(hidden=64, name="m")
+    new = small_vae(hidden=64, name="m")
     with pytest.raises(ValueError, match=r"m_encoder\$\$\$0\.weight.*\(32, 784\).*\(64, 784\)"):
         new.guide(x)
     assert new.encoder[0].weight.shape == (64, 784)

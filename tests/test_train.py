@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import pyro.optim
 from pyro.infer.autoguide import AutoNormal
 
-from helpers import M2_DATA, m2_guide, m2_model
+from helpers import M2_DATA, fit_briefly, grey_images, m2_guide, m2_model, small_vae
 from pyro_lvm import evaluate
 from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.checks import check_values
@@ -199,21 +199,6 @@ def test_decaying_adam_runs_epochs_from_lr_to_lr_final():
         decaying_adam(1e-3, 0.0, 10)
 
 
-def _vae(hidden=16, name=None, seed=0):
-    torch.manual_seed(seed)
-    return VAE(z_dim=4, hidden_dims=(hidden,), name=name)
-
-
-def _x(n=64, seed=1):
-    return torch.rand(n, 784, generator=torch.Generator().manual_seed(seed))
-
-
-def _fit(vae, x, **kwargs):
-    kwargs = {"num_epochs": 1, "batch_size": 32, "lr": 1e-2, "transform": binarize, "progress": False,
-              **kwargs}
-    return fit(vae.model, vae.guide, x, **kwargs)
-
-
 # --- non-finite parameters and step sizes ----------------------------------------------
 
 def _poisoned(vae, poison_epochs, steps_per_epoch):
@@ -236,7 +221,7 @@ def _poisoned(vae, poison_epochs, steps_per_epoch):
 
 def test_parameters_made_nan_by_a_step_stop_training_before_any_checkpoint(tmp_path):
     # Before: one step per epoch wrote the NaN weights into "the last good checkpoint".
-    x, vae, path = _x(32), _vae(name="p"), tmp_path / "ckpt.pt"
+    x, vae, path = grey_images(32), small_vae(name="p"), tmp_path / "ckpt.pt"
     with pyro.validation_enabled(False), pytest.raises(FloatingPointError) as err:
         fit(_poisoned(vae, {1}, 1), vae.guide, x, num_epochs=3, batch_size=32, lr=1e-2,
             transform=binarize, checkpoint=path, progress=False)
@@ -247,7 +232,7 @@ def test_parameters_made_nan_by_a_step_stop_training_before_any_checkpoint(tmp_p
 
 
 def test_nan_parameters_in_a_later_epoch_keep_the_last_good_checkpoint(tmp_path):
-    x, vae, path = _x(64), _vae(name="p"), tmp_path / "ckpt.pt"
+    x, vae, path = grey_images(64), small_vae(name="p"), tmp_path / "ckpt.pt"
     with pyro.validation_enabled(False), pytest.raises(FloatingPointError) as err:
         fit(_poisoned(vae, {2}, 2), vae.guide, x, num_epochs=3, batch_size=32, lr=1e-2,
             transform=binarize, checkpoint=path, progress=False)
@@ -259,11 +244,11 @@ def test_nan_parameters_in_a_later_epoch_keep_the_last_good_checkpoint(tmp_path)
 @pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0.0, -1e-3])
 def test_non_finite_or_non_positive_step_sizes_are_refused(bad):
     # Before: lr=inf trained to NaN (and svi_vae.py --lr inf exited 0 with NaN metrics).
-    vae = _vae()
+    vae = small_vae()
     with pytest.raises(ValueError, match="lr"):
-        fit(vae.model, vae.guide, _x(8), lr=bad, progress=False)
+        fit(vae.model, vae.guide, grey_images(8), lr=bad, progress=False)
     with pytest.raises(ValueError, match="learning rate"):
-        fit(vae.model, vae.guide, _x(8), optim=pyro.optim.Adam({"lr": bad}), progress=False)
+        fit(vae.model, vae.guide, grey_images(8), optim=pyro.optim.Adam({"lr": bad}), progress=False)
     with pytest.raises(ValueError, match="finite lr > 0"):
         decaying_adam(bad, 1e-4, 3)
     with pytest.raises(ValueError, match="finite lr > 0"):
@@ -274,10 +259,10 @@ def test_non_finite_or_non_positive_step_sizes_are_refused(bad):
 
 def test_resume_with_another_configuration_lists_every_difference(tmp_path):
     # Before: fit had no config; a changed lr, schedule or architecture was silently ignored.
-    x, path = _x(64), tmp_path / "ckpt.pt"
-    _fit(_vae(hidden=16, name="v"), x, checkpoint=path, config={"hidden": [16], "lr_final": 1e-4})
+    x, path = grey_images(64), tmp_path / "ckpt.pt"
+    fit_briefly(small_vae(hidden=16, name="v"), x, checkpoint=path, config={"hidden": [16], "lr_final": 1e-4})
     with pytest.raises(ValueError) as err:
-        _fit(_vae(hidden=32, name="v"), x, num_epochs=2, lr=2e-2, checkpoint=path, resume=True,
+        fit_briefly(small_vae(hidden=32, name="v"), x, num_epochs=2, lr=2e-2, checkpoint=path, resume=True,
              config={"hidden": [32], "lr_final": 1e-3})
     message = str(err.value)
     for words in ("hidden: checkpoint [16], now [32]", "lr_final: checkpoint 0.0001, now 0.001",
@@ -288,19 +273,19 @@ def test_resume_with_another_configuration_lists_every_difference(tmp_path):
 
 
 def test_resume_with_a_new_default_named_model_is_refused(tmp_path):
-    x, path = _x(64), tmp_path / "ckpt.pt"
-    _fit(_vae(), x, checkpoint=path)
+    x, path = grey_images(64), tmp_path / "ckpt.pt"
+    fit_briefly(small_vae(), x, checkpoint=path)
     with pytest.raises(ValueError, match="not in the checkpoint"):
-        _fit(_vae(), x, num_epochs=2, checkpoint=path, resume=True)  # vae_<n+1>: not the saved one
+        fit_briefly(small_vae(), x, num_epochs=2, checkpoint=path, resume=True)  # vae_<n+1>: not the saved one
 
 
 def test_after_resume_the_modules_hold_the_checkpoint_weights(tmp_path):
     # Before: with nothing left to train, the resumed modules kept their initial weights.
-    x, path = _x(64), tmp_path / "ckpt.pt"
-    trained = _vae(name="v")
-    _fit(trained, x, num_epochs=2, checkpoint=path)
-    resumed = _vae(name="v", seed=5)
-    history = _fit(resumed, x, num_epochs=2, checkpoint=path, resume=True)
+    x, path = grey_images(64), tmp_path / "ckpt.pt"
+    trained = small_vae(name="v")
+    fit_briefly(trained, x, num_epochs=2, checkpoint=path)
+    resumed = small_vae(name="v", seed=5)
+    history = fit_briefly(resumed, x, num_epochs=2, checkpoint=path, resume=True)
     assert history.epoch == [1, 2]
     for (name, a), b in zip(trained.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
