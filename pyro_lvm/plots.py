@@ -27,7 +27,14 @@ def save_image_grid(images: torch.Tensor, path, nrow: int = 8, shape=MNIST_SHAPE
 
 
 def plot_curves(curves: dict, path, xlabel="epoch", ylabel="nats per image", title=None) -> Path:
-    """Plot named curves ``{label: (xs, ys)}`` on one axis and save them."""
+    """Plot named curves ``{label: (xs, ys)}`` on one axis and save them.
+
+    :raises ValueError: ``curves`` not a non-empty dict of ``(xs, ys)`` pairs of equal length."""
+    if not isinstance(curves, dict) or not curves or not all(
+            isinstance(c, (tuple, list)) and len(c) == 2 and len(c[0]) == len(c[1])
+            for c in curves.values()):
+        raise ValueError(f"curves must be a non-empty dict {{label: (xs, ys)}} with xs and ys of "
+                         f"equal length, got {curves!r}")
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (xs, ys) in curves.items():
         ax.plot(xs, ys, marker="o", markersize=3, label=label)

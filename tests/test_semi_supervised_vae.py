@@ -166,6 +166,18 @@ def test_bad_labels_refused_in_the_body_and_unlabelled_rows_take_any_value():
     (lambda: _tiny().classify(torch.rand(3, D + 1, dtype=torch.float64)), "x must have shape"),
     (lambda: _tiny().sample(torch.tensor([0, K])), "labels in"),
     (lambda: _tiny().sample(torch.tensor([0.0])), "int64"),
+    (lambda: _tiny().sample(torch.tensor([[0]])), r"shape \(n,\)"),
+    (lambda: _tiny().encode(torch.rand(3, D, dtype=torch.float64), torch.zeros(3)), "int64"),
+    (lambda: _tiny().encode(torch.rand(3, D, dtype=torch.float64), torch.tensor([0, 1, K])),
+     "labels in"),
+    (lambda: _tiny().encode(torch.full((3, D), 2.0, dtype=torch.float64),
+                            torch.tensor([0, 1, 0])), r"x must lie in \[0.0, 1.0\]"),
+    (lambda: _tiny().decode(torch.tensor([K]), torch.zeros(1, Z, dtype=torch.float64)),
+     "labels in"),
+    (lambda: _tiny().decode(torch.tensor([0]), torch.zeros(1, Z + 1, dtype=torch.float64)),
+     "z must have"),
+    (lambda: _tiny().decode(torch.tensor([0]), torch.full((1, Z), float("nan"),
+                                                          dtype=torch.float64)), "NaN"),
 ])
 def test_bad_arguments_refused(call, match):
     with pytest.raises(ValueError, match=match):

@@ -146,9 +146,23 @@ class SemiSupervisedVAE(Saveable):
         known.scatter_(-1, torch.where(labelled, y, 0).unsqueeze(-1), 0.0)
         return torch.where(labelled.unsqueeze(-1), known, self.classifier(x))
 
+    def _check_labels(self, y: torch.Tensor) -> None:
+        if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or not y.numel() or \
+                bool(((y < 0) | (y >= self.num_classes)).any()):
+            raise ValueError(f"y must be a non-empty int64 tensor of labels in "
+                             f"[0, {self.num_classes}), got {y!r}")
+
     def encode(self, x: torch.Tensor, y: torch.Tensor):
         """Parameters ``(loc, scale)`` of ``q(z | x, y)``, each ``(..., z_dim)`` for ``x``
-        ``(B, x_dim)`` and integer labels ``y`` broadcasting with ``(B,)``."""
+        ``(B, x_dim)`` and integer labels ``y`` broadcasting with ``(B,)``.
+
+        :raises ValueError: ``x`` as :meth:`check_inputs` (values included), ``y`` not a
+            non-empty int64 tensor of labels in ``[0, num_classes)``."""
+        self.check_inputs(x, values=True)
+        self._check_labels(y)
+        return self._encode(x, y)
+
+    def _encode(self, x, y):
         return gaussian_head(_with_label(self.encoder, x, y))
 
     def likelihood_dist(self, y: torch.Tensor, z: torch.Tensor) -> dist.Distribution:
@@ -158,7 +172,14 @@ class SemiSupervisedVAE(Saveable):
         return dist.Bernoulli(logits=_with_label(self.decoder, z, y), validate_args=False).to_event(1)
 
     def decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Mean of ``p(x | y, z)``: pixel probabilities, ``(..., x_dim)``."""
+        """Mean of ``p(x | y, z)``: pixel probabilities, ``(..., x_dim)``, for integer ``y``
+        broadcasting with the batch shape of ``z`` ``(..., z_dim)``.
+
+        :raises ValueError: ``y`` not a non-empty int64 tensor of labels in
+            ``[0, num_classes)``, ``z`` not a finite tensor ``(..., z_dim)`` of the parameters'
+            dtype."""
+        self._check_labels(y)
+        check_data(z, "z", ndim=None, size=self.z_dim, dtype=self.decoder[0].weight.dtype)
         return self.likelihood_dist(y, z).mean
 
     def model(self, x, y, labelled, num_data: int | None = None):
@@ -182,7 +203,7 @@ class SemiSupervisedVAE(Saveable):
         logits = self._guide_logits(x, y, labelled)
         with data_plate(x, num_data):
             label = pyro.sample("y", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})
-            pyro.sample("z", dist.Normal(*self.encode(x, label)).to_event(1))
+            pyro.sample("z", dist.Normal(*self._encode(x, label)).to_event(1))
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,11 +221,10 @@ class SemiSupervisedVAE(Saveable):
         :raises ValueError: ``y`` not a non-empty int64 tensor ``(n,)`` of labels in
             ``[0, num_classes)``, ``generator`` not a ``torch.Generator`` on the model's device."""
         device = self.decoder[0].weight.device
-        if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.dtype != torch.int64 or \
-                not y.numel() or bool(((y < 0) | (y >= self.num_classes)).any()):
-            raise ValueError(f"y must be a non-empty int64 tensor (n,) of labels in "
-                             f"[0, {self.num_classes}), got {y!r}")
+        self._check_labels(y)
+        if y.dim() != 1:
+            raise ValueError(f"y must have shape (n,), got shape {tuple(y.shape)}")
         check_generator(generator, device)
         z = torch.randn(y.shape[0], self.z_dim, device=device, generator=generator,
                         dtype=self.decoder[0].weight.dtype)
-        return self.decode(y.to(device), z)
+        return self.likelihood_dist(y.to(device), z).mean
